@@ -1,0 +1,44 @@
+"""Where a result came from: git revision, library versions, machine."""
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import subprocess
+
+from lmc.paths import REPO_ROOT
+
+_PACKAGES = ("torch", "ffcv", "numba", "numpy", "pandas", "seaborn")
+
+
+@functools.lru_cache(maxsize=1)
+def git_revision() -> str:
+    """The commit of this checkout, with ``+dirty`` when tracked files differ from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def machine() -> dict[str, str]:
+    import os
+
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": str(os.cpu_count())}
+
+
+def provenance(**extra) -> dict:
+    return {"git_revision": git_revision(), "versions": versions(), "machine": machine(), **extra}

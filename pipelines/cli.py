@@ -1,0 +1,6 @@
+"""`lmc` subcommands of the pipelines stage."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    """Add this stage's subcommands to the `lmc` parser."""

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent set-up: FFCV's system build dependencies, .venv, pinned Python packages.
+# Re-running is cheap: each step checks whether it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+SYS_PKGS="pkg-config libopencv-dev libturbojpeg0-dev"
+
+have_sys_deps() {
+  command -v pkg-config >/dev/null 2>&1 \
+    && pkg-config --exists opencv4 \
+    && pkg-config --exists libturbojpeg
+}
+
+if ! have_sys_deps; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing FFCV's system build dependencies: $SYS_PKGS"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $SYS_PKGS >/dev/null
+  else
+    echo "[setup] FFCV needs system packages that are missing: $SYS_PKGS" >&2
+    echo "[setup] run:  sudo apt-get update && sudo apt-get install -y $SYS_PKGS" >&2
+    echo "[setup] (or use the conda route: conda env create -f environment.yml)" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PY" -m venv .venv
+fi
+
+# Stamp = hash of everything that decides what gets installed.
+stamp=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
+  echo "[setup] installing Python dependencies (torch is large: a few minutes the first time)"
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+  # ffcv's setup.py needs numpy (and pkgconfig) at build time: install them first and build
+  # ffcv without isolation so it compiles against the pinned numpy.
+  .venv/bin/python -m pip install -q "$(grep '^numpy==' requirements.txt)" pkgconfig Cython
+  .venv/bin/python -m pip install -q --no-build-isolation -r requirements.txt
+  .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+  echo "$stamp" > .venv/.setup-stamp
+fi
+echo "[setup] ok: $(.venv/bin/python -c 'import torch, ffcv, numba, numpy; print(f"torch {torch.__version__}, ffcv {ffcv.__version__}, numba {numba.__version__}, numpy {numpy.__version__}")')"
