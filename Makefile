@@ -2,7 +2,6 @@
 # Both run the idempotent set-up first (system packages, .venv, pinned Python packages).
 VENV := .venv
 PY := $(VENV)/bin/python
-export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
 .PHONY: setup demo test bench clean
 

@@ -89,7 +89,3 @@ def demo_dir(root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / "demo"
 
 
-def numba_cache_dir() -> Path:
-    """numba's on-disk cache for the compiled loader kernels (kept out of site-packages)."""
-    env = os.environ.get("NUMBA_CACHE_DIR")
-    return Path(env) if env else REPO_ROOT / ".numba_cache"
