@@ -1,6 +1,133 @@
-"""`lmc` subcommands of the experiments stage."""
+"""`lmc train`, `lmc train-pair`, `lmc interpolate`, `lmc models`."""
 from __future__ import annotations
+
+import json
+
+from experiments.config import TrainConfig
+from lmc import config as cfglib
+
+# Input shape (C, H, W) and classes of the datasets `lmc models` can size models for.
+DATASET_SHAPES = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
+                  "cifar100": ((3, 32, 32), 100), "tiny_imagenet": ((3, 64, 64), 200)}
+
+
+def _seed_pair(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        order, aug = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ORDER_SEED,AUG_SEED (two integers), got {text!r}") from None
+    if order < 0 or aug < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
+    return order, aug
+
+
+def _common(p) -> None:
+    cfglib.add_arguments(p, TrainConfig)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="strict overrides, e.g. lr=0.01")
+    p.add_argument("--results", default=None, help="results root (default: $LMC_RESULTS or ./results)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register(sub) -> None:
-    """Add this stage's subcommands to the `lmc` parser."""
+    p = sub.add_parser("train", help="train one run (finished runs are skipped, unfinished ones resume)")
+    _common(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-pair", help="train two children from one initialisation under different noise")
+    _common(p)
+    p.add_argument("--seeds-a", type=_seed_pair, default=(1, 1), metavar="ORDER,AUG", help="child A's seeds")
+    p.add_argument("--seeds-b", type=_seed_pair, default=(2, 2), metavar="ORDER,AUG", help="child B's seeds")
+    p.add_argument("--same-noise", action="store_true",
+                   help="sanity check: B reuses A's seeds; weights must be identical and the barrier exactly 0")
+    p.add_argument("--interpolate", action="store_true", help="interpolate the pair when trained")
+    p.set_defaults(func=_train_pair)
+
+    p = sub.add_parser("interpolate", help="error/loss along the straight line between two runs, and barriers")
+    p.add_argument("run_a", help="run directory of endpoint A")
+    p.add_argument("run_b", help="run directory of endpoint B")
+    p.add_argument("--alphas", type=int, default=11, help="number of evenly spaced α in [0, 1] (default 11)")
+    p.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    p.add_argument("--results", default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_interpolate)
+
+    p = sub.add_parser("models", help="parameter counts of the model families (Table 3)")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
+    p.set_defaults(func=_models)
+
+
+def _config(args) -> TrainConfig:
+    return cfglib.apply_overrides(cfglib.from_args(TrainConfig, args), args.set)
+
+
+def _train(args) -> int:
+    from experiments.train import train
+
+    cfg = _config(args)  # validated before anything is written
+    run = train(cfg, args.results, progress=not args.quiet)
+    print(run)
+    return 0
+
+
+def _train_pair(args) -> int:
+    from experiments.pairs import train_pair
+
+    cfg = _config(args)
+    if args.seeds_a == args.seeds_b and not args.same_noise:
+        from lmc.cli import UsageError
+
+        raise UsageError(f"--seeds-a and --seeds-b are both {args.seeds_a}; use --same-noise for that control")
+    run_a, run_b = train_pair(cfg, args.seeds_a, args.seeds_b, same_noise=args.same_noise, root=args.results,
+                              progress=not args.quiet)
+    print(run_a)
+    print(run_b)
+    if args.same_noise:
+        return _same_noise_verdict(run_a, run_b, args.results)
+    if args.interpolate:
+        from experiments.interpolate import interpolate_runs
+
+        _, bars = interpolate_runs(run_a, run_b, root=args.results, progress=not args.quiet)
+        print(bars[["split", "error_barrier_pct", "loss_barrier", "acc_a", "acc_b"]].to_markdown(index=False))
+    return 0
+
+
+def _same_noise_verdict(run_a, run_b, root) -> int:
+    import torch
+
+    from experiments.interpolate import interpolate_runs, load_final
+
+    _, sa = load_final(run_a)
+    _, sb = load_final(run_b)
+    identical = all(torch.equal(sa[k], sb[k]) for k in sa)
+    _, bars = interpolate_runs(run_a, run_b, root=root, progress=False)
+    zero = bool((bars.error_barrier == 0).all() and (bars.loss_barrier == 0).all())
+    print(json.dumps({"identical_weights": identical, "barrier_exactly_zero": zero}))
+    return 0 if identical and zero else 1
+
+
+def _interpolate(args) -> int:
+    from experiments.interpolate import interpolate_runs
+
+    splits = tuple(s for s in args.splits.split(",") if s)
+    if args.alphas < 2:
+        from lmc.cli import UsageError
+
+        raise UsageError(f"--alphas must be at least 2 (α = 0 and 1), got {args.alphas}")
+    _, bars = interpolate_runs(args.run_a, args.run_b, num_alphas=args.alphas, splits=splits,
+                               root=args.results, device=args.device)
+    cols = ["split", "error_barrier_pct", "normalized_barrier", "loss_barrier", "max_deviation", "acc_a", "acc_b"]
+    print(bars[cols].to_markdown(index=False, floatfmt=".4f"))
+    return 0
+
+
+def _models(args) -> int:
+    import pandas as pd
+
+    from experiments.models import parameter_table
+
+    shape, classes = DATASET_SHAPES[args.dataset]
+    table = pd.DataFrame(parameter_table(shape, classes))
+    print(table.to_markdown(index=False))
+    return 0

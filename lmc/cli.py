@@ -17,7 +17,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-class UsageError(Exception):
+from lmc.errors import UserError
+
+
+class UsageError(UserError):
     """Bad input detected after parsing (a config value, a missing file): one line, exit 2."""
 
 
@@ -42,11 +45,9 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lmc.config import ConfigError
-
     try:
         rc = args.func(args)
-    except (UsageError, ConfigError) as exc:
+    except UserError as exc:
         print(f"lmc {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

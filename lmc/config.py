@@ -22,7 +22,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+from lmc.errors import UserError
+
+
+class ConfigError(UserError):
     """A config value or key that cannot be accepted. The message says what to do."""
 
 
@@ -101,7 +104,7 @@ def _check_choices(cfg_cls, name: str, value):
     field = {f.name: f for f in dataclasses.fields(cfg_cls)}[name]
     choices = field.metadata.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(map(str, choices))}")
 
 
 def replace(cfg: T, **changes) -> T:

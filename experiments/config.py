@@ -1,0 +1,103 @@
+"""The hyperparameters of one training run, as one frozen dataclass.
+
+A run is fully determined by this config: the run directory is named by a hash of the fields
+that differ from their defaults (``lmc.config.config_hash``), ``config.json`` is written into
+it first, and every checkpoint carries it, so a checkpoint alone rebuilds its model.
+
+Defaults are the demo's minimal model: a one-hidden-layer ReLU MLP of width 512 on the
+embedded MNIST-5k, SGD with momentum 0.9, lr 0.1, batch 128, 20 epochs, translation by up to
+2 pixels. The paper does not give the MNIST MLP width; 512 is our documented choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmc import config as cfglib
+from lmc.config import ConfigError, param
+
+# Kept here (not imported from the model registry) so that reading or validating a config
+# never imports torch; tests check these match the registries.
+MODEL_NAMES = ("linear", "mlp", "cnn", "lc_cnn", "toeplitz_mlp", "attention")
+OPTIMIZERS = ("sgd", "adam")
+AUGMENTATIONS = ("none", "translate2", "translate_flip", "vit")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Data.
+    dataset: str = param("mnist5k", "dataset: the .beton files under <results>/betons/<dataset>/")
+    augment: str = param("translate2", "augmentation preset (pipelines.AUGMENTATIONS)", AUGMENTATIONS)
+    # Model.
+    model: str = param("mlp", "model family", MODEL_NAMES)
+    depth: int = param(2, "number of weight layers of linear/mlp (1 = logistic regression)")
+    width: int = param(512, "hidden width of linear/mlp")
+    slope: float = param(0.0, "Leaky-ReLU negative slope of mlp (0 = ReLU)")
+    channels: int = param(128, "filters Co of cnn / lc_cnn / toeplitz_mlp")
+    kernel: int = param(4, "kernel size = stride of cnn / lc_cnn / toeplitz_mlp; patch size of attention")
+    heads: int = param(8, "attention heads")
+    head_dim: int = param(48, "dimension of each attention head")
+    # Optimisation.
+    optimizer: str = param("sgd", "optimiser", OPTIMIZERS)
+    lr: float = param(0.1, "peak learning rate")
+    momentum: float = param(0.9, "SGD momentum (ignored by adam)")
+    weight_decay: float = param(0.0, "L2 weight decay")
+    warmup_epochs: float = param(0.0, "linear learning-rate warm-up length in epochs (0 = none)")
+    grad_clip: float = param(0.0, "clip the global gradient norm to this value (0 = off)")
+    epochs: int = param(20, "training epochs")
+    batch_size: int = param(128, "batch size (the paper also uses 30000)")
+    # The three seeds, kept apart (lmc.seeds owns how they are used).
+    init_seed: int = param(0, "seed of the initial weights")
+    order_seed: int = param(0, "seed of the sample order")
+    aug_seed: int = param(0, "seed of the random augmentations")
+    # Instability analysis: spawn from a parent trained under its own noise.
+    spawn_step: int = param(0, "steps the shared parent trains (under the parent seeds) before this run's own noise")
+    parent_order_seed: int = param(0, "order seed of the parent phase (used when spawn_step > 0)")
+    parent_aug_seed: int = param(0, "augmentation seed of the parent phase (used when spawn_step > 0)")
+    replicate: int = param(0, "replicate index: a distinct run with identical settings (same-noise control)")
+    # Evaluation and execution.
+    eval_train_every: int = param(0, "evaluate on the whole clean train split every N epochs (0 = last epoch only)")
+    device: str = param("auto", "where to train: auto picks cuda when available", DEVICES)
+
+    def __post_init__(self):
+        def need(cond: bool, key: str, expected: str):
+            if not cond:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
+
+        for key, choices in (("model", MODEL_NAMES), ("optimizer", OPTIMIZERS),
+                             ("augment", AUGMENTATIONS), ("device", DEVICES)):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(choices)}")
+        need(self.lr > 0, "lr", "a positive learning rate")
+        need(self.epochs >= 1, "epochs", "at least 1")
+        need(self.batch_size >= 1, "batch_size", "at least 1")
+        need(self.depth >= 1, "depth", "at least 1")
+        need(self.width >= 1, "width", "at least 1")
+        need(0.0 <= self.slope <= 1.0, "slope", "a Leaky-ReLU slope in [0, 1]")
+        need(0.0 <= self.momentum < 1.0, "momentum", "a value in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "a non-negative value")
+        need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"a value in [0, epochs={self.epochs}]")
+        need(self.grad_clip >= 0, "grad_clip", "a non-negative value (0 = off)")
+        need(self.eval_train_every >= 0, "eval_train_every", "a non-negative integer")
+        for key in ("init_seed", "order_seed", "aug_seed", "parent_order_seed", "parent_aug_seed",
+                    "spawn_step", "replicate"):
+            need(getattr(self, key) >= 0, key, "a non-negative integer")
+        need(bool(self.dataset) and "/" not in self.dataset, "dataset", "a dataset name such as mnist5k")
+
+    # -- naming -------------------------------------------------------------------------
+    def run_name(self) -> str:
+        """Readable prefix + hash of the non-default fields: ``mlp2-sgd-lr0.1-1a2b3c4d5e``."""
+        depth = f"{self.depth}" if self.model in ("linear", "mlp") else ""
+        return f"{self.model}{depth}-{self.optimizer}-lr{self.lr:g}-{cfglib.config_hash(self)}"
+
+    def parent(self) -> "TrainConfig":
+        """The config of the shared parent phase of a spawned run (its own noise = parent seeds)."""
+        return cfglib.replace(self, order_seed=self.parent_order_seed, aug_seed=self.parent_aug_seed,
+                              spawn_step=0, parent_order_seed=0, parent_aug_seed=0, replicate=0)
+
+    def to_dict(self) -> dict:
+        return cfglib.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return cfglib.from_dict(cls, data)

