@@ -25,7 +25,7 @@ from experiments.config import TrainConfig
 from lmc import paths, seeds
 from lmc.config import save_json
 from lmc.errors import UserError
-from lmc.io import append_jsonl, atomic_write_with, read_jsonl
+from lmc.io import append_jsonl, atomic_write_with, exclusive_lock, read_jsonl
 
 
 class RunMismatchError(UserError):
@@ -176,14 +176,24 @@ def train(cfg: TrainConfig, root=None, *, progress: bool = True, stop_after_epoc
     and time-sliced clusters). ``stop_at_step`` saves a spawn checkpoint at that step and returns:
     it is how a parent phase is trained for ``spawn_step`` steps.
     """
+    run = paths.run_dir(cfg.run_name(), root)
+    if (run / paths.DONE).exists() and stop_at_step is None:
+        return run
+    # One worker at a time per run directory: the others wait, then find it DONE.
+    with exclusive_lock(paths.lock_path(run)):
+        if (run / paths.DONE).exists() and stop_at_step is None:
+            return run
+        return _train_locked(cfg, root, progress=progress, stop_after_epochs=stop_after_epochs,
+                             stop_at_step=stop_at_step)
+
+
+def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: int | None,
+                  stop_at_step: int | None) -> Path:
     import beton_builders
     from beton_builders.manifest import manifest_hash
     from lmc.provenance import provenance
     from pipelines import load_split, loader_digest, make_loader
 
-    run = paths.run_dir(cfg.run_name(), root)
-    if (run / paths.DONE).exists() and stop_at_step is None:
-        return run
     device = resolve_device(cfg.device)
     betons = beton_builders.ensure(cfg.dataset, root)
     run = prepare_run_dir(cfg, root)

@@ -28,13 +28,14 @@ def build_parser() -> Parser:
     from analysis import cli as analysis_cli
     from beton_builders import cli as beton_cli
     from experiments import cli as experiments_cli
-    from lmc import demo
+    from lmc import demo, reproduce
     from pipelines import cli as pipelines_cli
 
     parser = Parser(prog="lmc", description=__doc__.splitlines()[0] + " See README.md.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     demo.register(sub)
+    reproduce.register(sub)
     beton_cli.register(sub)
     pipelines_cli.register(sub)
     experiments_cli.register(sub)

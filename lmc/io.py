@@ -67,3 +67,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the duration.
+
+    Several workers sharing one results directory (a local pool, Slurm jobs) take this lock
+    around a run, so a config is never trained twice at once. The kernel releases the lock
+    when its holder dies, so a crashed worker leaves no stale lock behind. (On NFS, flock
+    needs a server with lock support; local and Lustre/GPFS file systems have it.)
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -69,6 +69,12 @@ def run_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return runs_dir(root) / name
 
 
+def lock_path(run: str | os.PathLike) -> Path:
+    """Lock file of a run, beside (not inside) its directory so it never lands in results."""
+    run = Path(run)
+    return run.parent / ".locks" / f"{run.name}.lock"
+
+
 def checkpoint_path(run: str | os.PathLike, epoch: int) -> Path:
     return Path(run) / CHECKPOINTS / f"epoch_{epoch:04d}.pt"
 
