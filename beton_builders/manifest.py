@@ -3,7 +3,8 @@
 A manifest lets every later run prove which data it saw: the sha256 of the source files and
 of the .beton itself, the sample count, shape, dtype, per-class counts and field spec. The
 loaders in ``pipelines/`` call :func:`load_verified` before they open a .beton and refuse a
-mismatched or corrupted one.
+mismatched or corrupted one; ``lmc beton verify`` adds :func:`check_contents`, which reads the
+.beton's own header and label column back and compares them with the manifest.
 """
 from __future__ import annotations
 
@@ -11,17 +12,26 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from lmc import paths
+from lmc.errors import UserError
 from lmc.io import sha256_file
 
-BUILDER_VERSION = "1"
+# 2: sources carry sizes and archive members, manifests gain field_order, label_info, writer.
+BUILDER_VERSION = "2"
 REQUIRED_KEYS = ("dataset", "split", "num_samples", "image_shape", "image_dtype", "image_encoding",
                  "num_classes", "class_counts", "fields", "sources", "beton_sha256", "beton_bytes",
                  "builder_version", "mean", "std")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A .beton that is missing, mismatched or corrupted. The message names the file and the fix."""
+
+
+class SourceError(ManifestError):
+    """A dataset source file that is not in its standard format (truncated, wrong magic, missing
+    key, unknown class, label out of range). The message names the file and the problem."""
 
 
 # Hashing a large .beton on every open would be wasteful: remember the files already checked
@@ -63,6 +73,45 @@ def load_verified(beton: str | os.PathLike, *, check_hash: bool = True) -> dict:
                                 f"{manifest['beton_sha256'][:12]}…; the file is corrupted, rebuild it")
         _VERIFIED[key] = digest
     return manifest
+
+
+def check_contents(beton: str | os.PathLike, manifest: dict) -> None:
+    """Compare the .beton's own header, field table and label column with its manifest.
+
+    The sha256 already proves the bytes are the ones built; this proves the manifest describes
+    them (a manifest copied from another build, or edited by hand, is caught here).
+    """
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+    from ffcv.reader import Reader
+
+    beton = Path(beton)
+    try:
+        reader = Reader(str(beton))
+    except Exception as exc:  # FFCV raises AssertionError/ValueError/IndexError on a bad header
+        raise ManifestError(f"{beton}: FFCV cannot read its header ({exc}); rebuild it") from None
+    if int(reader.num_samples) != manifest["num_samples"]:
+        raise ManifestError(f"{beton}: holds {reader.num_samples} samples, its manifest says "
+                            f"{manifest['num_samples']}; rebuild it")
+    order = manifest.get("field_order") or ["image", "label", *manifest.get("extra_labels", [])]
+    if reader.field_names != list(order):
+        raise ManifestError(f"{beton}: fields {reader.field_names} differ from the manifest's {list(order)}")
+    image = reader.handlers["image"]
+    if manifest["image_encoding"] == "raw":
+        shape = list(manifest["image_shape"])
+        if not isinstance(image, NDArrayField) or list(image.shape) != shape or image.dtype != np.uint8:
+            raise ManifestError(f"{beton}: image field is {type(image).__name__} "
+                                f"{getattr(image, 'shape', '')}, manifest says raw uint8 {shape}")
+    elif not isinstance(image, RGBImageField):
+        raise ManifestError(f"{beton}: image field is {type(image).__name__}, manifest says JPEG")
+    for name in order[1:]:
+        if not isinstance(reader.handlers[name], IntField):
+            raise ManifestError(f"{beton}: field {name!r} is not an IntField")
+    # FFCV names the metadata columns by position (f0, f1, ...), not by field name.
+    labels = np.asarray(reader.metadata[f"f{order.index('label')}"]).astype(np.int64)
+    counts = np.bincount(labels, minlength=manifest["num_classes"]) if len(labels) else np.zeros(0, int)
+    found = {str(k): int(v) for k, v in enumerate(counts)}
+    if found != {k: int(v) for k, v in manifest["class_counts"].items()}:
+        raise ManifestError(f"{beton}: per-class label counts differ from the manifest's; rebuild it")
 
 
 def manifest_hash(beton: str | os.PathLike) -> str:

@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 SYS_PKGS="pkg-config libopencv-dev libturbojpeg0-dev"
+# Optional: the full Fashion-MNIST (idx, canonical content) under /usr/share/datasets/fashion-mnist,
+# a real full dataset for the beton builder tests (they skip without it).
+OPT_PKGS="dataset-fashion-mnist"
+FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 have_sys_deps() {
   command -v pkg-config >/dev/null 2>&1 \
@@ -12,8 +16,10 @@ have_sys_deps() {
     && pkg-config --exists libturbojpeg
 }
 
+is_root_with_apt() { [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; }
+
 if ! have_sys_deps; then
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  if is_root_with_apt; then
     echo "[setup] installing FFCV's system build dependencies: $SYS_PKGS"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $SYS_PKGS >/dev/null
@@ -22,6 +28,16 @@ if ! have_sys_deps; then
     echo "[setup] run:  sudo apt-get update && sudo apt-get install -y $SYS_PKGS" >&2
     echo "[setup] (or use the conda route: conda env create -f environment.yml)" >&2
     exit 1
+  fi
+fi
+if [ ! -f "$FASHION" ]; then
+  if is_root_with_apt; then
+    echo "[setup] installing optional test data: $OPT_PKGS"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $OPT_PKGS >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $OPT_PKGS >/dev/null 2>&1; } \
+      || echo "[setup] note: $OPT_PKGS unavailable; the Fashion-MNIST tests will skip"
+  else
+    echo "[setup] note: optional $OPT_PKGS is not installed; the Fashion-MNIST tests will skip"
   fi
 fi
 
