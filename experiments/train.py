@@ -235,18 +235,20 @@ def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: 
 
     epochs_this_call = 0
     model.train()
+    # One bar per run, one tick per epoch: readable both in a terminal and in a CI log.
+    bar = tqdm(total=cfg.epochs, initial=epoch, desc=run.name, unit="epoch", disable=not progress,
+               dynamic_ncols=True)
     while epoch < cfg.epochs:
         t0 = time.perf_counter()
         skip = step - epoch * steps_per_epoch  # > 0 only in the first epoch after a mid-epoch spawn
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        batches = tqdm(loader.iter_epoch(epoch), total=steps_per_epoch, leave=False, disable=not progress,
-                       desc=f"{run.name} epoch {epoch + 1}/{cfg.epochs}")
-        for i, (x, y, _) in enumerate(batches):
+        for i, (x, y, _) in enumerate(loader.iter_epoch(epoch)):
             if i < skip:
                 continue
             if stop_at_step is not None and step >= stop_at_step:
+                bar.close()
                 save_spawn(run, cfg, model, optimizer, epoch, step)
                 return run
             for group in optimizer.param_groups:
@@ -265,10 +267,11 @@ def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: 
         epoch += 1
         if stop_at_step is not None:
             if step >= stop_at_step:
+                bar.close()
                 save_spawn(run, cfg, model, optimizer, epoch, step)
                 return run
             if epoch == cfg.epochs:
-                raise ValueError(f"spawn_step={stop_at_step} is beyond the run's {step} steps "
+                raise UserError(f"spawn_step={stop_at_step} is beyond the run's {step} steps "
                                  f"({cfg.epochs} epochs of {steps_per_epoch}); choose a smaller spawn_step")
             continue
         # A diverged run (NaN loss) is a result too, the paper's "unstable" cells: it is logged as is.
@@ -288,10 +291,14 @@ def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: 
         # Keep only the newest epoch checkpoint: resuming needs no more, and deep nets are large.
         if previous is not None and previous != paths.checkpoint_path(run, epoch):
             previous.unlink()
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss_running']:.3f}", test_acc=f"{row['test_acc']:.3f}")
         epochs_this_call += 1
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and epoch < cfg.epochs:
+            bar.close()
             return run
 
+    bar.close()
     final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch, "step": step}
     atomic_write_with(run / paths.FINAL, lambda tmp: torch.save(final, tmp))
     (run / paths.DONE).write_text(f"finished epoch {epoch} step {step}\n")
