@@ -70,3 +70,32 @@ def paper_reference(model: str, depth: int, optimizer: str, lr: float, split: st
         key = min(cells, key=lambda k: abs(k[1] - lr))
         return f"Table 1, {row[0]} BS={row[1]}, {optimizer.upper()} {key[1]:g}", cells[key][i]
     return "not in the paper's tables", None
+
+
+# -- lookups by the labels the grids use (experiments/grids/*.toml) -----------------------------
+
+def table1_label(row: tuple[str, int]) -> str:
+    """("1-Layer", 30000) -> "1-Layer, BS=30K": the row labels of Table 1."""
+    name, batch = row
+    return f"{name}, BS={'30K' if batch == 30000 else batch}"
+
+
+TABLE1_ROWS = {table1_label(row): row for row in TABLE1}
+TABLE1_COLUMNS = {f"{opt.upper()} {lr:g}": (opt, lr) for opt, lr in TABLE1[("1-Layer", 30000)]}
+TABLE4_DATASETS = {"MNIST": "mnist", "CIFAR-10": "cifar10", "CIFAR-100": "cifar100", "TinyImageNet": "tiny_imagenet"}
+TABLE4_RATES = {"High": 0, "Med": 1}
+
+
+def table1_cell(row_label: str, column_label: str, split: str) -> float | None:
+    """The paper's barrier (%) of a Table 1 cell; None where the paper reports unstable training."""
+    return TABLE1[TABLE1_ROWS[row_label]][TABLE1_COLUMNS[column_label]][_SPLIT_INDEX[split]]
+
+
+def table2_cell(column_label: str, split: str) -> float:
+    return TABLE2[column_label][_SPLIT_INDEX[split]]
+
+
+def table4_cell(dataset_label: str, depth_label: str, rate_label: str) -> float | None:
+    """The paper's test accuracy (%) of an L-layer MLP; None where the paper reports unstable training."""
+    depth = int(depth_label.split("-")[0])
+    return TABLE4[TABLE4_DATASETS[dataset_label]][depth][TABLE4_RATES[rate_label]]

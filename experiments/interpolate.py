@@ -105,7 +105,9 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 
         "order_seed_a": cfg_a.order_seed, "order_seed_b": cfg_b.order_seed,
         "aug_seed_a": cfg_a.aug_seed, "aug_seed_b": cfg_b.aug_seed,
         "config_hash": config_hash(_shared(cfg_a)), "model": cfg_a.model, "depth": cfg_a.depth,
-        "optimizer": cfg_a.optimizer, "lr": cfg_a.lr, "dataset": cfg_a.dataset,
+        "optimizer": cfg_a.optimizer, "lr": cfg_a.lr, "dataset": cfg_a.dataset, "width": cfg_a.width,
+        "slope": cfg_a.slope, "warmup_epochs": cfg_a.warmup_epochs, "batch_size": cfg_a.batch_size,
+        "epochs": cfg_a.epochs, "augment": cfg_a.augment, "spawn_step": cfg_a.spawn_step,
         "data_manifest": manifest_hash(betons[splits[0]]), "git_revision": git_revision(),
         "torch": torch.__version__,
     }

@@ -1,6 +1,214 @@
-"""`lmc reproduce` and `lmc report`: regenerate the paper's tables and figures (filled in by issue 6)."""
+"""`lmc reproduce` and `lmc report`: regenerate the paper's tables and figures.
+
+    lmc reproduce --list
+    lmc reproduce table1 --scale quick --seeds 1 --jobs 2
+    lmc reproduce figure3 --scale quick --skip-missing-data
+    lmc reproduce table1 --scale paper --executor slurm --partition gpu --gpus-per-job 1 --jobs 24
+    lmc report
+
+One command per artefact: it reads the artefact's grid (experiments/grids/*.toml), validates
+every cell, builds the missing .betons, trains what has not run (finished runs are skipped,
+interrupted ones resume), interpolates every pair, and writes the tables (CSV, Markdown,
+LaTeX) and figures (PNG, PDF) under ``<results>/reproduce/<grid>/<scale>/``.
+
+This module also owns the paths of that folder and the results layout stamp; ``lmc.paths``
+owns the rest (they are composed from its helpers and could move there).
+"""
 from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from lmc import paths
+from lmc.errors import UserError
+
+# Bump when the results layout changes in a way older code cannot read (or newer code must not
+# mix with): a results root stamped with another version is refused.
+LAYOUT_VERSION = "1"
+LAYOUT_FILE = "LAYOUT_VERSION"
+
+
+class IncompatibleResultsError(UserError):
+    """A results directory written by a version of this code with another layout."""
+
+
+def layout_file(root=None) -> Path:
+    return paths.results_root(root) / LAYOUT_FILE
+
+
+def reproduce_dir(root=None) -> Path:
+    return paths.results_root(root) / "reproduce"
+
+
+def sweep_dir(grid: str, scale: str, root=None) -> Path:
+    return reproduce_dir(root) / grid / scale
+
+
+def report_path(root=None) -> Path:
+    return paths.results_root(root) / "REPRODUCTION.md"
+
+
+def check_layout(root=None) -> Path:
+    """Stamp a new results root with LAYOUT_VERSION; refuse one stamped with another version."""
+    from lmc.io import atomic_write_text
+
+    stamp = layout_file(root)
+    if stamp.exists():
+        found = stamp.read_text().strip().split()[-1] if stamp.read_text().strip() else "?"
+        if found != LAYOUT_VERSION:
+            raise IncompatibleResultsError(
+                f"{paths.results_root(root)} was written with results layout version {found}, this code uses "
+                f"version {LAYOUT_VERSION}; use a fresh directory (--results DIR or LMC_RESULTS) or the "
+                f"version of lmc that wrote it")
+    else:
+        atomic_write_text(stamp, f"lmc-results-layout {LAYOUT_VERSION}\n")
+    return stamp
 
 
 def register(sub) -> None:
     """Add the `reproduce` and `report` subcommands."""
+    p = sub.add_parser("reproduce", help="regenerate one of the paper's tables or figures (see --list)")
+    p.add_argument("artefact", nargs="?", help="table1..table4, figure1, figure2, figure3, figure5, or a .toml grid")
+    p.add_argument("--list", action="store_true", help="list the artefacts and their scales, then exit")
+    p.add_argument("--scale", default="quick", choices=("quick", "paper"), help="grid scale (default quick)")
+    p.add_argument("--seeds", type=int, default=1, help="seed pairs per cell, reported as mean ± std (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel workers / submitit jobs (default 1)")
+    p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"),
+                   help="local process pool (default), Slurm through submitit, or submitit's local executor")
+    p.add_argument("--partition", default=None, help="Slurm partition")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="GPUs per Slurm job (default 0)")
+    p.add_argument("--cpus-per-job", type=int, default=2, help="CPUs per submitit job (default 2)")
+    p.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per submitit job in minutes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig field in every cell (e.g. device=cpu); changes the runs' names")
+    p.add_argument("--skip-missing-data", action="store_true",
+                   help="run only the cells whose datasets can be built here; the report lists the others")
+    p.add_argument("--dry-run", action="store_true", help="validate the grid and print its cells; run nothing")
+    p.add_argument("--results", default=None, help="results root (default: $LMC_RESULTS or ./results)")
+    p.set_defaults(func=_reproduce)
+
+    r = sub.add_parser("report", help="write REPRODUCTION.md: every artefact produced so far beside the paper's")
+    r.add_argument("--results", default=None, help="results root (default: $LMC_RESULTS or ./results)")
+    r.set_defaults(func=_report)
+
+
+def _list() -> int:
+    from experiments.grids import ARTEFACTS, describe
+
+    for name in ARTEFACTS:
+        for row in describe(name):
+            cells = f"{row['cells']} cells" if row["cells"] else "no training"
+            print(f"{name:8s} {row['scale']:6s} {row['grid']:13s} {cells:12s} {row['notes']}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from lmc.cli import UsageError
+
+    if args.list:
+        return _list()
+    if not args.artefact:
+        from experiments.grids import ARTEFACTS
+
+        raise UsageError(f"name an artefact ({', '.join(ARTEFACTS)}) or pass --list")
+    from experiments.grids import load_grid
+
+    grid = load_grid(args.artefact, args.scale, tuple(args.set))  # every cell validated before anything runs
+    if args.dry_run:
+        for cell in grid.cells:
+            print(f"{cell.key}: {cell.config.run_name()} ({cell.config.dataset}, {cell.config.epochs} epochs)")
+        print(f"{len(grid.cells)} cells x {args.seeds} pair(s) = {2 * len(grid.cells) * args.seeds} runs")
+        return 0
+    check_layout(args.results)
+    out = sweep_dir(grid.path.stem, grid.scale, args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if grid.kind == "counts":
+        return _counts(grid, out, args, t0)
+    return _sweep(grid, out, args, t0)
+
+
+def _common_summary(grid, args) -> dict:
+    import sys
+
+    return {"command": "lmc " + " ".join(sys.argv[1:]), "grid": grid.path.stem, "artefacts": list(grid.outputs),
+            "title": grid.title, "scale": grid.scale,
+            "notes": grid.notes, "grid_file": str(grid.path),
+            "grid_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest(), "overrides": list(args.set)}
+
+
+def _counts(grid, out: Path, args, t0: float) -> int:
+    from analysis import artefacts, report
+    from experiments.models import parameter_table
+
+    rows = parameter_table(tuple(grid.counts.get("input_shape", (3, 32, 32))), int(grid.counts.get("num_classes", 10)))
+    table = artefacts.table3(rows)
+    report.write_table(table, out / table.name)
+    print(table.wide.to_markdown(index=False))
+    report.update_summary(out, {**_common_summary(grid, args), "seeds": 0, "tasks": 0, "ok": 0, "failed": [],
+                                "tables": {table.name: (out / f"{table.name}.md").read_text()},
+                                "hardware": report.hardware([], args.results), "figures": []},
+                          {"started": t0, "wall_s": round(time.time() - t0, 2), "executor": "none", "jobs": 0})
+    print(out / f"{table.name}.csv")
+    return 0
+
+
+def _sweep(grid, out: Path, args, t0: float) -> int:
+    import json
+
+    from analysis import artefacts, report
+    from experiments import sweep
+    from lmc.io import atomic_write_text
+
+    tasks_all = sweep.plan_tasks(grid, args.seeds)  # seeds checked before any data is built
+    print(f"[reproduce] {grid.title} — scale {grid.scale}: {len(grid.cells)} cells x {args.seeds} seed pair(s)")
+    print(f"[reproduce] scale notes: {grid.notes}")
+    used, missing = sweep.prepare_data(grid, args.results, skip_missing=args.skip_missing_data)
+    for name, why in missing.items():
+        print(f"[reproduce] skipping the cells of {name}: {why}")
+    tasks = [t for t in tasks_all if t["config"]["dataset"] not in missing]
+    atomic_write_text(out / "plan.json", json.dumps({"tasks": tasks, "skipped_data": missing}, indent=1) + "\n")
+    slurm = {"partition": args.partition, "gpus_per_job": args.gpus_per_job, "cpus_per_task": args.cpus_per_job,
+             "timeout_min": args.timeout_min, "folder": str(out / "submitit")}
+    records = sweep.execute(tasks, args.results, executor=args.executor, jobs=args.jobs, events=out / "events.jsonl",
+                            slurm=slurm)
+    wall = time.time() - t0
+    failed = [r for r in records if r["status"] != "ok"]
+
+    df = artefacts.collect(tasks, args.results)
+    artefacts.save_frame(df, out / "results.parquet")
+    curves = artefacts.collect_curves(tasks, args.results)
+    tables, figs = report.build_outputs(grid.layout, list(grid.axes), list(grid.outputs), df, curves, out)
+    written = {}
+    for table in tables:
+        report.write_table(table, out / table.name)
+        written[table.name] = (out / f"{table.name}.md").read_text()
+        print(f"\n{table.name} (ours ± std across pairs [paper]):\n\n{written[table.name]}")
+    ok = int(len(df[df.status == "ok"].drop_duplicates(["cell", "pair"]))) if len(df) else 0
+    fields = {**_common_summary(grid, args), "seeds": args.seeds, "tasks": len(tasks), "ok": ok,
+              "failed": [{k: r.get(k) for k in ("cell", "pair", "error")} for r in failed],
+              "skipped_data": missing, "data": used, "tables": written, "figures": [str(f) for f in figs],
+              "train_seconds": float(df.drop_duplicates(["cell", "pair"]).train_seconds.sum()) if len(df) else 0.0,
+              "hardware": report.hardware([t[r] for t in tasks for r in ("run_a", "run_b")], args.results)}
+    trained = sum(len(r.get("trained", [])) for r in records)
+    report.update_summary(out, fields, {"started": t0, "wall_s": round(wall, 2), "executor": args.executor,
+                                        "jobs": args.jobs, "runs_trained": trained, "pairs": len(tasks),
+                                        "pid": os.getpid()})
+    for f in figs:
+        print(f)
+    print(f"[reproduce] {len(tasks) - len(failed)}/{len(tasks)} pairs finished, {trained} runs trained now, "
+          f"wall time {wall / 60:.1f} min; outputs in {out}")
+    if failed:
+        print(f"[reproduce] {len(failed)} pair(s) failed; rerun the same command to retry them (finished runs are kept)")
+    return 1 if failed else 0
+
+
+def _report(args) -> int:
+    from analysis.report import write_reproduction
+
+    check_layout(args.results)
+    path = write_reproduction(args.results)
+    print(path)
+    return 0

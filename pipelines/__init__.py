@@ -1,0 +1,22 @@
+"""The seeded loader stage: .beton -> batches, with order and augmentation seeded apart.
+
+Importing this package is cheap (no torch, no ffcv); the loader's names load on first use.
+"""
+from __future__ import annotations
+
+from pipelines.augment import AUGMENTATIONS, AugmentConfig, get_augmentation
+
+_LAZY = {
+    "make_loader": "pipelines.loader", "SeededLoader": "pipelines.loader", "load_split": "pipelines.loader",
+    "normalize": "pipelines.loader", "loader_digest": "pipelines.digest",
+}
+
+__all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

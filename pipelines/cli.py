@@ -1,6 +1,80 @@
-"""`lmc` subcommands of the pipelines stage."""
+"""`lmc loader ...`: look at and fingerprint the seeded loader's output."""
 from __future__ import annotations
+
+import json
 
 
 def register(sub) -> None:
     """Add this stage's subcommands to the `lmc` parser."""
+    p = sub.add_parser("loader", help="inspect the seeded loader: Figure 4 grids and noise digests")
+    lsub = p.add_subparsers(dest="loader_command", metavar="ACTION", parser_class=type(p))
+    lsub.required = True
+
+    s = lsub.add_parser("show", help="render the paper's Figure 4: first batches of re-initialised loaders")
+    s.add_argument("--beton", required=True, help="the .beton file (e.g. CIFAR-10 train)")
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--augment", default="translate_flip", help="augmentation preset (default: translate_flip)")
+    s.add_argument("--images", type=int, default=8, help="batch size, i.e. images per row (default: 8)")
+    s.add_argument("--inits", type=int, default=3, help="loaders initialised per seed pair (default: 3)")
+    s.add_argument("--seeds", nargs="+", default=["43,43", "118,118"], metavar="ORDER,AUG",
+                   help="(order seed, augmentation seed) pairs (default: the paper's 43,43 118,118)")
+    s.set_defaults(func=_show)
+
+    d = lsub.add_parser("digest", help="print per-epoch sha256 digests of order, stream and augmentations")
+    d.add_argument("--beton", required=True, help="the .beton file")
+    d.add_argument("--order-seed", type=int, required=True)
+    d.add_argument("--aug-seed", type=int, required=True)
+    d.add_argument("--epochs", type=int, required=True, help="digest epochs 0..E-1")
+    d.add_argument("--batch-size", type=int, required=True)
+    d.add_argument("--augment", default="none", help="augmentation preset (default: none)")
+    d.add_argument("--workers", type=int, default=None, help="loader threads (default: available CPUs)")
+    d.set_defaults(func=_digest)
+
+
+def _user_errors():
+    """ManifestError is a ValueError in older trees; report it as a usage error either way."""
+    from beton_builders.manifest import ManifestError
+    from lmc.cli import UsageError
+
+    return ManifestError, UsageError
+
+
+def _parse_pairs(items) -> tuple[tuple[int, int], ...]:
+    from lmc.cli import UsageError
+
+    pairs = []
+    for item in items:
+        parts = item.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise UsageError(f"--seeds: {item!r} is not ORDER,AUG with two non-negative integers")
+        pairs.append((int(parts[0]), int(parts[1])))
+    return tuple(pairs)
+
+
+def _show(args) -> int:
+    from pipelines.figure import render
+
+    manifest_error, usage_error = _user_errors()
+    if args.images < 1 or args.inits < 1:
+        raise usage_error("--images and --inits must be >= 1")
+    try:
+        result = render(args.beton, args.out, seed_pairs=_parse_pairs(args.seeds), inits=args.inits,
+                        images=args.images, augment=args.augment)
+    except manifest_error as exc:
+        raise usage_error(str(exc)) from None
+    print(json.dumps(result, sort_keys=True))
+    return 0 if all(result["identical"].values()) else 1
+
+
+def _digest(args) -> int:
+    from pipelines.digest import loader_digest
+
+    manifest_error, usage_error = _user_errors()
+    try:
+        epochs = loader_digest(args.beton, order_seed=args.order_seed, aug_seed=args.aug_seed,
+                               augment=args.augment, epochs=args.epochs, batch_size=args.batch_size,
+                               workers=args.workers)
+    except manifest_error as exc:
+        raise usage_error(str(exc)) from None
+    print(json.dumps(epochs, indent=2, sort_keys=True))
+    return 0
