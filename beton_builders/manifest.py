@@ -16,6 +16,7 @@ import numpy as np
 
 from lmc import paths
 from lmc.errors import UserError
+from lmc.ffcv_compat import import_ffcv
 from lmc.io import sha256_file
 
 # 2: sources carry sizes and archive members, manifests gain field_order, label_info, writer.
@@ -81,6 +82,7 @@ def check_contents(beton: str | os.PathLike, manifest: dict) -> None:
     The sha256 already proves the bytes are the ones built; this proves the manifest describes
     them (a manifest copied from another build, or edited by hand, is caught here).
     """
+    import_ffcv()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.reader import Reader
 

@@ -11,9 +11,12 @@ import os
 
 import numpy as np
 
+from lmc.ffcv_compat import import_ffcv
+
 
 def read_beton(beton: str | os.PathLike) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(images N x H x W x C uint8, {label field: int64 array}) of a .beton in our layout."""
+    import_ffcv()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.reader import Reader
 

@@ -26,6 +26,7 @@ import numpy as np
 from beton_builders.manifest import BUILDER_VERSION, ManifestError, SourceError
 from lmc import paths
 from lmc.config import save_json
+from lmc.ffcv_compat import import_ffcv
 from lmc.io import atomic_path, sha256_file
 
 # FFCV's smallest page (2 MiB). Its default, 8 MiB, pads every file to a multiple of 8 MiB
@@ -117,6 +118,7 @@ def _watched_ffcv_writer(desc: str, progress: bool):
     import multiprocessing
     import time
 
+    import_ffcv()
     import ffcv.writer
     from tqdm import tqdm
 
@@ -170,6 +172,7 @@ def write_arrays(x: np.ndarray, y: np.ndarray, beton: str | os.PathLike, *, data
     """
     from importlib.metadata import version
 
+    import_ffcv()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
     from ffcv.writer import DatasetWriter
 
