@@ -331,3 +331,17 @@ def apply(images_nhwc: np.ndarray, indices, key: int, epoch: int, cfg: AugmentCo
     ints, floats = pack(cfg)
     idx = np.ascontiguousarray(indices, dtype=np.uint64)
     return augment_batch(src, dst, idx, np.int64(key), np.int64(epoch), ints, floats, lut)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) both signatures the loader uses: uint8 and
+    float32 output. Called once when ``pipelines.ops`` is imported, before any FFCV Loader is
+    built. Why: on a fresh cache, the float32 signature compiled after an FFCV Loader had been
+    constructed failed numba 0.68's type inference with a spurious "Cannot modify readonly
+    array" in ``_shift`` (seen in a fresh clone; a warm cache hid it). Compiled up front, the
+    loaders only ever dispatch to existing code.
+    """
+    ints, floats = pack(AugmentConfig())
+    for dtype in (np.uint8, np.float32):
+        augment_batch(np.zeros((1, 2, 2, 1), np.uint8), np.empty((1, 1, 2, 2), dtype), np.zeros(1, np.uint64),
+                      np.int64(0), np.int64(0), ints, floats, identity_lut(1).astype(dtype))

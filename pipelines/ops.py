@@ -32,6 +32,8 @@ from ffcv.pipeline.allocation_query import AllocationQuery  # noqa: E402
 from ffcv.pipeline.operation import Operation  # noqa: E402
 from ffcv.pipeline.state import State  # noqa: E402
 
+kernel.warm_up()  # before any Loader exists: see kernel.warm_up
+
 EPOCH_DTYPE = np.dtype("int64")
 
 
