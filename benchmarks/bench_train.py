@@ -108,10 +108,10 @@ def main() -> int:
     sync()
     t_fwd = time.perf_counter() - t0
 
-    import ffcv
-    import numba
+    from importlib.metadata import version
+
     print(f"# bench_train: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"device {dev}, torch {torch.__version__}, ffcv {ffcv.__version__}, numba {numba.__version__}; "
+          f"device {dev}, torch {torch.__version__}, ffcv {version('ffcv')}, numba {version('numba')}; "
           f"dataset {args.dataset} ({len(x_all)} train images), {args.epochs} timed epochs after 1 warm-up")
     print()
     print("| what | seconds | ratio |")
