@@ -72,7 +72,7 @@ def barrier_vs_slope(df: pd.DataFrame, out: Path) -> list[Path]:
 
     grid = sns.relplot(data=_ok(df), x="slope", y="error_barrier_pct", hue="depths", col="split", kind="line",
                        marker="o", errorbar="sd", height=3.2, aspect=1.2, facet_kws={"sharey": False})
-    grid.set_axis_labels("Leaky-ReLU negative slope p  (0 = ReLU, 1 = linear)", "error barrier (%)")
+    grid.set_axis_labels("Leaky-ReLU slope p (0 = ReLU)", "error barrier (%)")
     grid.set_titles("{col_name} split")
     _lmc_line(grid)
     return _save(grid, out)
@@ -108,7 +108,10 @@ def interpolation_curves(curves: pd.DataFrame, out: Path, hue: str, col: str | N
     import seaborn as sns
 
     data = curves.assign(error_pct=100 * curves["error"])
-    grid = sns.relplot(data=data, x="alpha", y="error_pct", hue=hue, style="split", col=col, col_wrap=4 if col else None,
+    panels = data[col].nunique() if col else 1
+    col = col if panels > 1 else None  # one panel: no facet (and no empty room for a wrapped grid)
+    grid = sns.relplot(data=data, x="alpha", y="error_pct", hue=hue, style="split", col=col,
+                       col_wrap=min(4, panels) if col else None,
                        kind="line", errorbar=None, height=2.8, aspect=1.1, facet_kws={"sharey": False},
                        style_order=["test", "train"])
     grid.set_axis_labels("α  (0 = run A, 1 = run B)", "error (%)")

@@ -118,7 +118,8 @@ def _reproduce(args) -> int:
     grid = load_grid(args.artefact, args.scale, tuple(args.set))  # every cell validated before anything runs
     if args.dry_run:
         for cell in grid.cells:
-            print(f"{cell.key}: {cell.config.run_name()} ({cell.config.dataset}, {cell.config.epochs} epochs)")
+            cfg = cell.config
+            print(f"{cell.key}: {cfg.run_name()} ({cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size})")
         print(f"{len(grid.cells)} cells x {args.seeds} pair(s) = {2 * len(grid.cells) * args.seeds} runs")
         return 0
     check_layout(args.results)
@@ -174,7 +175,6 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
              "timeout_min": args.timeout_min, "folder": str(out / "submitit")}
     records = sweep.execute(tasks, args.results, executor=args.executor, jobs=args.jobs, events=out / "events.jsonl",
                             slurm=slurm)
-    wall = time.time() - t0
     failed = [r for r in records if r["status"] != "ok"]
 
     df = artefacts.collect(tasks, args.results)
@@ -186,6 +186,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
         report.write_table(table, out / table.name)
         written[table.name] = (out / f"{table.name}.md").read_text()
         print(f"\n{table.name} (ours ± std across pairs [paper]):\n\n{written[table.name]}")
+    wall = time.time() - t0  # data, training, interpolation, tables and figures
     ok = int(len(df[df.status == "ok"].drop_duplicates(["cell", "pair"]))) if len(df) else 0
     fields = {**_common_summary(grid, args), "seeds": args.seeds, "tasks": len(tasks), "ok": ok,
               "failed": [{k: r.get(k) for k in ("cell", "pair", "error")} for r in failed],
@@ -201,7 +202,8 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     print(f"[reproduce] {len(tasks) - len(failed)}/{len(tasks)} pairs finished, {trained} runs trained now, "
           f"wall time {wall / 60:.1f} min; outputs in {out}")
     if failed:
-        print(f"[reproduce] {len(failed)} pair(s) failed; rerun the same command to retry them (finished runs are kept)")
+        print(f"[reproduce] {len(failed)} pair(s) failed; rerun the same command to retry them "
+              f"(finished runs are kept)")
     return 1 if failed else 0
 
 

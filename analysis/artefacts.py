@@ -1,0 +1,234 @@
+"""Every pair of a sweep as one DataFrame, and the paper's tables built from it (pandas only).
+
+A sweep's plan lists its tasks (cell labels, shared config, run and interpolation names); this
+module reads what they left on disk (barriers.json, metrics.jsonl, manifests) into one tidy
+frame, one row per pair and split, and aggregates it across seed pairs as mean ± std. Each
+table builder returns the tidy numbers with a ``paper`` column, a wide frame in the paper's
+layout (cells "ours ± std [paper]") and notes on cells that fall on the other side of the 2%
+line from the paper. Never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import paper
+from lmc import paths
+from lmc.io import read_jsonl
+
+LMC_LINE_PCT = 2.0  # Frankle et al.'s threshold, in percent
+CONFIG_COLUMNS = ("dataset", "model", "depth", "width", "slope", "channels", "optimizer", "lr", "batch_size",
+                  "warmup_epochs", "epochs", "augment", "init_seed")
+BARRIER_COLUMNS = ("error_barrier_pct", "normalized_barrier", "loss_barrier", "acc_a", "acc_b", "loss_a", "loss_b",
+                   "alpha_at_max_error")
+
+
+@dataclass
+class Table:
+    """One artefact's table: tidy numbers, the paper's layout, and what a reader must know."""
+    name: str
+    tidy: pd.DataFrame
+    wide: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _num_classes(dataset: str, root) -> int | None:
+    manifest = paths.manifest_path(paths.beton_path(dataset, "train", root))
+    return json.loads(manifest.read_text())["num_classes"] if manifest.exists() else None
+
+
+def collect(tasks: list[dict], root=None) -> pd.DataFrame:
+    """One row per task and split (status 'missing' where the pair has no barriers yet)."""
+    rows, classes = [], {}
+    for task in tasks:
+        cfg = task["config"]
+        base = {"grid": task["grid"], "scale": task["scale"], "cell": task["cell"], "pair": task["pair"],
+                **task["labels"], **{k: cfg.get(k) for k in CONFIG_COLUMNS},
+                "seeds_a": tuple(task["seeds_a"]), "seeds_b": tuple(task["seeds_b"]),
+                "run_a": task["run_a"], "run_b": task["run_b"], "interpolation": task["interpolation"]}
+        if cfg["dataset"] not in classes:
+            classes[cfg["dataset"]] = _num_classes(cfg["dataset"], root)
+        finals = [read_jsonl(paths.run_dir(task[r], root) / paths.METRICS) for r in ("run_a", "run_b")]
+        base["train_seconds"] = sum(sum(m.get("seconds", 0.0) for m in rows_) for rows_ in finals)
+        barriers = paths.interpolation_dir(task["interpolation"], root) / paths.BARRIERS
+        if not barriers.exists():
+            rows.append({**base, "status": "missing"})
+            continue
+        for rec in json.loads(barriers.read_text())["barriers"]:
+            rows.append({**base, "split": rec["split"], **{k: rec.get(k) for k in BARRIER_COLUMNS},
+                         "status": "ok", "data_manifest": rec.get("data_manifest"),
+                         "git_revision": rec.get("git_revision"), "num_classes": classes[cfg["dataset"]]})
+    df = pd.DataFrame(rows)
+    if "split" in df:
+        df = _mark_unstable(df)
+    return df
+
+
+def _mark_unstable(df: pd.DataFrame) -> pd.DataFrame:
+    """A pair is 'unstable' (the paper's *) when an endpoint's loss is not finite or its test
+    accuracy is at most twice chance: its barrier then measures nothing."""
+    def pair_unstable(group: pd.DataFrame) -> bool:
+        losses = pd.concat([group.loss_a, group.loss_b]).astype(float)
+        test = group[group.split == "test"]
+        chance = 1.0 / float(group.num_classes.iloc[0] or 10)
+        low = bool(len(test)) and min(test.acc_a.iloc[0], test.acc_b.iloc[0]) <= 2 * chance
+        return bool(not losses.map(math.isfinite).all() or low)
+
+    ok = df[df.status == "ok"]
+    flags = {key: pair_unstable(g) for key, g in ok.groupby(["cell", "pair"], sort=False)}
+    return df.assign(unstable=[flags.get((c, p), False) for c, p in zip(df.cell, df.pair)])
+
+
+def aggregate(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """mean, std (across pairs; NaN for one pair), n, how many pairs were unstable, and the means of
+    the loss barrier and the endpoints' accuracy (for judging a cell: the paper's nets reach > 90%)."""
+    ok = df[df.status == "ok"].assign(endpoint_acc=lambda d: 0.5 * (d.acc_a + d.acc_b))
+    out = ok.groupby(by, sort=False).agg(mean=(value, "mean"), std=(value, "std"), n=(value, "size"),
+                                         unstable=("unstable", "sum"), loss_barrier=("loss_barrier", "mean"),
+                                         endpoint_acc=("endpoint_acc", "mean"))
+    return out.reset_index()
+
+
+def fmt(mean: float, std: float, n: int, unstable: int = 0, digits: int = 2) -> str:
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 and not math.isnan(std) else "")
+    return text + (f" ({unstable}/{n} unstable)" if unstable else "")
+
+
+def fmt_paper(value) -> str:
+    """The paper's number; None (NaN once in a float column) is the paper's "unstable" (*)."""
+    return "unstable" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def _side_notes(tidy: pd.DataFrame, what: str) -> list[str]:
+    """Cells where ours and the paper's barrier fall on different sides of the 2% line."""
+    notes = []
+    for r in tidy.itertuples():
+        if r.n == 0:
+            continue
+        if r.paper is None or (isinstance(r.paper, float) and math.isnan(r.paper)):
+            if r.unstable < r.n:
+                notes.append(f"{what(r)}: the paper reports unstable training; ours trained ({r.mean:.2f}%)")
+            continue
+        if (r.mean < LMC_LINE_PCT) != (r.paper < LMC_LINE_PCT):
+            ours = "connected" if r.mean < LMC_LINE_PCT else "NOT connected"
+            notes.append(f"{what(r)}: ours {r.mean:.2f}% is {ours}, the paper's {r.paper:.2f}% is on the other "
+                         f"side of the 2% line")
+    return notes
+
+
+def _in_order(present, preferred=()) -> list:
+    """The labels present, in the paper's order where it has them, then in order of appearance."""
+    present = list(dict.fromkeys(present))
+    return [p for p in preferred if p in present] + [p for p in present if p not in preferred]
+
+
+def _barrier_table(name: str, df: pd.DataFrame, axes: list[str], lookup, index: str, columns: list[str],
+                   order: dict | None = None) -> Table:
+    tidy = aggregate(df, axes + ["split"], "error_barrier_pct")
+    tidy["paper"] = [lookup(r) for r in tidy.itertuples()]
+    tidy["ours_connected"] = tidy["mean"] < LMC_LINE_PCT
+    tidy["paper_connected"] = [None if p is None else p < LMC_LINE_PCT for p in tidy.paper]
+    tidy["cell"] = [f"{fmt(r.mean, r.std, r.n, r.unstable)} [{fmt_paper(r.paper)}]" for r in tidy.itertuples()]
+    tidy["split"] = tidy["split"].str.capitalize()
+    order = order or {}
+    wide = tidy.pivot(index=index, columns=columns, values="cell")
+    wide = wide.reindex(index=_in_order(tidy[index], order.get(index, ())))
+    col_labels = _in_order(tidy[columns[0]], order.get(columns[0], ()))
+    if len(columns) > 1:
+        pairs = [(c, s) for c in col_labels for s in ("Test", "Train")]
+        wide = wide.reindex(columns=pd.MultiIndex.from_tuples(pairs)).fillna("–")
+        wide.columns = [f"{c} {s}" for c, s in wide.columns]
+    else:
+        wide = wide.reindex(columns=col_labels)
+    notes = _side_notes(tidy, lambda r: " / ".join(str(getattr(r, a)) for a in axes) + f" ({r.split.lower()})")
+    test_acc = tidy[(tidy.split == "Test") & (tidy.unstable == 0)].endpoint_acc
+    if len(test_acc):
+        notes.append(f"endpoints' test accuracy (stable pairs): {100 * test_acc.min():.1f}–{100 * test_acc.max():.1f}%")
+    unstable = tidy[tidy.unstable > 0]
+    notes += [f"{' / '.join(str(r[a]) for a in axes)}: {r['unstable']}/{r['n']} pair(s) unstable "
+              f"(non-finite loss or accuracy near chance)" for _, r in unstable[unstable.split == "Test"].iterrows()]
+    return Table(name, tidy.drop(columns="cell"), wide.reset_index().rename(columns={index: ""}), notes)
+
+
+def table1(df: pd.DataFrame) -> Table:
+    return _barrier_table("table1", df, ["rows", "columns"],
+                          lambda r: paper.table1_cell(r.rows, r.columns, r.split), "rows", ["columns", "split"],
+                          {"rows": list(paper.TABLE1_ROWS), "columns": list(paper.TABLE1_COLUMNS)})
+
+
+def table2(df: pd.DataFrame) -> Table:
+    t = _barrier_table("table2", df, ["columns"], lambda r: paper.table2_cell(r.columns, r.split), "split", ["columns"],
+                       {"columns": list(paper.TABLE2), "split": ["Train", "Test"]})
+    t.wide[""] = [f"%B {s.lower()}" for s in t.wide[""]]
+    return t
+
+
+def table4(df: pd.DataFrame) -> Table:
+    """Test accuracy (%) of the endpoints (mean of both children, then across pairs) beside Table 4."""
+    test = df[(df.status == "ok") & (df.split == "test")].copy()
+    test["test_acc_pct"] = 50.0 * (test.acc_a + test.acc_b)
+    tidy = aggregate(test, ["datasets", "depths", "rates"], "test_acc_pct")
+    tidy["paper"] = [paper.table4_cell(r.datasets, r.depths, r.rates) for r in tidy.itertuples()]
+    tidy["cell"] = [f"{fmt(r.mean, r.std, r.n, r.unstable)} [{fmt_paper(r.paper)}]" for r in tidy.itertuples()]
+    tidy["column"] = tidy.depths + " " + tidy.rates
+    wide = tidy.pivot(index="datasets", columns="column", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(tidy.datasets)), columns=list(dict.fromkeys(tidy.column)))
+    return Table("table4", tidy.drop(columns=["cell", "column"]), wide.reset_index().rename(columns={"datasets": ""}))
+
+
+def table3(rows: list[dict]) -> Table:
+    """Parameter counts (from experiments.models.parameter_table) beside the paper's Table 3."""
+    labels = {"cnn": "CNN", "lc_cnn": "LC-CNN", "toeplitz_mlp": "MLP", "attention": "Attention (ViT-like)"}
+    tidy = pd.DataFrame([{"model": r["name"], "label": labels.get(r["name"], r["name"]), "params": r["params"],
+                          "ours_millions": r["params_millions"], "paper": r["paper_millions"]}
+                         for r in rows if r["name"] in labels])
+    wide = tidy[["label", "ours_millions", "paper"]].rename(columns={"label": "", "ours_millions": "ours (M)",
+                                                                    "paper": "paper (M)"})
+    notes = [f"{r.label}: {r.ours_millions:.2f} M vs the paper's {r.paper:.2f} M" for r in tidy.itertuples()
+             if r.paper is not None and round(r.ours_millions, 2) != r.paper]
+    return Table("table3", tidy, wide, notes)
+
+
+def figure_table(name: str, df: pd.DataFrame, axes: list[str], value: str) -> Table:
+    """The numbers behind a figure (no published numbers to compare): mean ± std per cell and split."""
+    data = df[df.status == "ok"].copy()
+    if value == "normalized_barrier_pct":
+        data[value] = 100.0 * data["normalized_barrier"]
+    tidy = aggregate(data, axes + ["split"], value)
+    tidy["paper"] = None  # figure only: the paper prints no numbers
+    tidy["ours_connected"] = tidy["mean"] < LMC_LINE_PCT
+    tidy["cell"] = [fmt(r.mean, r.std, r.n, r.unstable) for r in tidy.itertuples()]
+    tidy["column"] = [" / ".join([*(str(getattr(r, a)) for a in axes[1:]), r.split]) for r in tidy.itertuples()]
+    wide = tidy.pivot(index=axes[0], columns="column", values="cell")
+    wide = wide.reindex(index=list(dict.fromkeys(tidy[axes[0]])), columns=list(dict.fromkeys(tidy.column)))
+    return Table(name, tidy.drop(columns=["cell", "column"]), wide.reset_index().rename(columns={axes[0]: ""}))
+
+
+def collect_curves(tasks: list[dict], root=None) -> pd.DataFrame:
+    """The per-α curves of every finished pair, with the cell's labels."""
+    frames = []
+    for task in tasks:
+        f = paths.interpolation_dir(task["interpolation"], root) / paths.CURVE_PARQUET
+        if f.exists():
+            frames.append(pd.read_parquet(f, columns=["split", "alpha", "error", "loss", "accuracy"])
+                          .assign(cell=task["cell"], pair=task["pair"], **task["labels"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def save_frame(df: pd.DataFrame, path: Path) -> Path:
+    """parquet, atomically (tuples become lists: parquet has no tuple type)."""
+    from lmc.io import atomic_path
+
+    out = df.copy()
+    for col in ("seeds_a", "seeds_b"):
+        if col in out:
+            out[col] = out[col].map(lambda v: list(v) if isinstance(v, tuple) else v)
+    with atomic_path(path) as tmp:
+        out.to_parquet(tmp, index=False)
+    return path

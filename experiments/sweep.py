@@ -1,0 +1,315 @@
+"""Run a grid: build its data, train every pair, interpolate it; locally or on Slurm (submitit).
+
+One *task* is one LMC pair of one cell: train child A, train child B, interpolate them. Tasks
+are plain dicts (JSON-able, picklable), so a local process pool, submitit's local executor and
+Slurm array jobs all run the same function, :func:`run_tasks`, on a shared results directory.
+
+Never twice, never clobbered, with any number of workers on one results directory:
+* the trainer holds a flock per run directory (a second worker waits, then finds it DONE);
+* a worker holds a flock per pair while it works on it; workers first *try* each pair's lock
+  and move on to the next pair when it is taken, coming back to it at the end;
+* interpolation files are written atomically (temporary file + rename), and only by the
+  holder of the pair's lock, after it has checked that they are not there yet.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+from experiments.config import TrainConfig
+from experiments.grids import Grid, pair_seeds
+from experiments.pairs import child_configs
+from lmc import paths
+from lmc.config import replace
+from lmc.errors import UserError
+from lmc.io import append_jsonl, exclusive_lock
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+class DataMissingError(UserError):
+    """A dataset of the grid cannot be built here; the message says what to place where."""
+
+
+def interpolation_name(run_a: str, run_b: str, num_alphas: int) -> str:
+    # Must match experiments.interpolate.interpolate_runs, which names its output this way.
+    return f"{run_a}__{run_b}-T{num_alphas}"
+
+
+# -- data ---------------------------------------------------------------------------------
+
+def _has_betons(name: str, root) -> bool:
+    betons = [paths.beton_path(name, split, root) for split in ("train", "test")]
+    return all(b.exists() and paths.manifest_path(b).exists() for b in betons)
+
+
+def _write_subset(spec, base: dict, root) -> None:
+    """The first ``train_subset // classes`` train images of each class (file order); the full test split."""
+    import numpy as np
+
+    from beton_builders.manifest import read_manifest
+    from beton_builders.readback import read_beton
+    from beton_builders.writer import write_arrays
+
+    for split in ("train", "test"):
+        manifest = read_manifest(base[split])
+        x, labels = read_beton(base[split])
+        y = labels["label"]
+        k = manifest["num_classes"]
+        if split == "train":
+            per_class = spec.train_subset // k
+            counts = np.bincount(y, minlength=k)
+            if per_class < 1 or counts.min() < per_class:
+                raise UserError(f"train_subset={spec.train_subset} of {spec.builder}: needs {per_class} images "
+                                f"of each of {k} classes, the smallest class has {counts.min()}")
+            keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(k)]))
+            x, y = x[keep], y[keep]
+        note = (f"first {spec.train_subset // k} per class of " if split == "train" else "") + f"{spec.builder}/{split}"
+        write_arrays(x, y, paths.beton_path(spec.name, split, root), dataset=spec.name, split=split,
+                     num_classes=k, label_names=manifest.get("label_names"), sources=[base[split]],
+                     source_note=note, extra={"subset_of": spec.builder}, progress=False)
+
+
+def ensure_dataset(spec, root=None) -> dict[str, Path]:
+    """The .betons of one DataSpec, built (once, under a lock) when missing."""
+    import beton_builders
+    from beton_builders.registry import get
+
+    src = spec.src
+    if src is not None and not Path(src).expanduser().is_absolute():
+        src = paths.data_root() / src
+    with exclusive_lock(paths.lock_path(paths.beton_dir(spec.name, root))):
+        if not _has_betons(spec.name, root):
+            if spec.builder == "npz":
+                get("npz").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, progress=False)
+            elif spec.train_subset:
+                _write_subset(spec, beton_builders.ensure(spec.builder, root, src=src), root)
+            else:
+                beton_builders.ensure(spec.builder, root, src=src)
+    return {s: paths.beton_path(spec.name, s, root) for s in ("train", "test")}
+
+
+def data_summary(name: str, root=None) -> dict:
+    """What a dataset folder actually holds (from its manifests): for the report."""
+    from beton_builders.manifest import read_manifest
+
+    out = {"dataset": name}
+    for split in ("train", "test"):
+        m = read_manifest(paths.beton_path(name, split, root))
+        out[split] = m["num_samples"]
+        out.update(image_shape=m["image_shape"], num_classes=m["num_classes"])
+        out[f"{split}_sources"] = sorted({s.get("path", "?") for s in m["sources"]})
+        out[f"{split}_note"] = m.get("source_note", "")
+    return out
+
+
+def prepare_data(grid: Grid, root=None, *, skip_missing: bool = False) -> tuple[dict, dict]:
+    """Build every dataset of the grid first. Returns ({name: summary}, {name: why missing})."""
+    from beton_builders.manifest import ManifestError
+
+    used, missing = {}, {}
+    for name in grid.datasets():
+        spec = grid.spec_for(name)
+        try:
+            ensure_dataset(spec, root)
+            used[name] = data_summary(name, root)
+        except (ManifestError, ValueError) as exc:
+            missing[name] = f"{spec.describe()}: {exc}"
+    if missing and not skip_missing:
+        lines = "; ".join(f"{k}: {v}" for k, v in missing.items())
+        raise DataMissingError(f"{grid.artefact} at scale {grid.scale} needs data this machine lacks ({lines}). "
+                               f"Place the files as described and rerun, or pass --skip-missing-data to run "
+                               f"the cells whose data is here (the report lists the skipped ones)")
+    return used, missing
+
+
+# -- tasks --------------------------------------------------------------------------------
+
+def plan_tasks(grid: Grid, num_seeds: int) -> list[dict]:
+    """One task per cell and seed pair, in cell order."""
+    if num_seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {num_seeds}")
+    tasks = []
+    for cell in grid.cells:
+        for index in range(num_seeds):
+            init_seed, seeds_a, seeds_b = pair_seeds(index)
+            shared = replace(cell.config, init_seed=init_seed)
+            a, b = child_configs(shared, seeds_a, seeds_b)
+            tasks.append({"grid": grid.path.stem, "scale": grid.scale, "cell": cell.key,
+                          "labels": dict(cell.labels), "pair": index, "config": shared.to_dict(),
+                          "seeds_a": list(seeds_a), "seeds_b": list(seeds_b), "run_a": a.run_name(),
+                          "run_b": b.run_name(), "num_alphas": grid.num_alphas,
+                          "interpolation": interpolation_name(a.run_name(), b.run_name(), grid.num_alphas)})
+    return tasks
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path):
+    """Yield True holding an exclusive flock on ``path``, or False at once when another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pair_lock(task: dict, root) -> Path:
+    return paths.lock_path(paths.interpolation_dir(task["interpolation"], root))
+
+
+def _run_locked(task: dict, root, events: Path | None) -> dict:
+    """Train both children and interpolate them; the caller holds the pair's lock."""
+    from experiments.train import train
+
+    t0 = time.perf_counter()
+    record = {"cell": task["cell"], "pair": task["pair"], "run_a": task["run_a"], "run_b": task["run_b"],
+              "interpolation": task["interpolation"], "host": socket.gethostname(), "pid": os.getpid(),
+              "trained": [], "interpolated": False, "status": "ok"}
+    try:
+        cfg = TrainConfig.from_dict(task["config"])
+        runs = []
+        for child in child_configs(cfg, tuple(task["seeds_a"]), tuple(task["seeds_b"])):
+            # Under the pair lock, "not DONE before, DONE after" means this worker trained it.
+            was_done = (paths.run_dir(child.run_name(), root) / paths.DONE).exists()
+            runs.append(train(child, root, progress=False))
+            if not was_done:
+                record["trained"].append(runs[-1].name)
+        out = paths.interpolation_dir(task["interpolation"], root)
+        if not (out / paths.BARRIERS).exists():
+            from experiments.interpolate import interpolate_runs
+
+            interpolate_runs(runs[0], runs[1], num_alphas=task["num_alphas"], root=root, progress=False)
+            record["interpolated"] = True
+    except Exception as exc:  # one failed pair must not lose the others' results
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    record["finished"] = time.time()
+    if events is not None:
+        append_jsonl(events, record)
+    return record
+
+
+def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
+    """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    events_path = Path(events) if events else None
+    done, deferred = [], []
+    for task in tasks:
+        with _try_lock(_pair_lock(task, root)) as held:
+            if held:
+                done.append(_run_locked(task, root, events_path))
+            else:
+                deferred.append(task)
+    # Pairs another worker was busy with: wait for it, then find them finished (or finish them).
+    for task in deferred:
+        with exclusive_lock(_pair_lock(task, root)):
+            done.append(_run_locked(task, root, events_path))
+    return done
+
+
+# -- executors ------------------------------------------------------------------------------
+
+def execute(tasks: list[dict], root=None, *, executor: str = "local", jobs: int = 1, events: Path | None = None,
+            slurm: dict | None = None, log=print) -> list[dict]:
+    """Run ``tasks`` with ``jobs`` workers; return one record per task (failed ones included)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
+    root = str(paths.results_root(root))
+    events = str(events) if events else None
+    n = len(tasks)
+    if executor != "local":
+        return _submitit(tasks, root, executor, jobs, events, slurm or {}, log)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if jobs == 1:
+        out = []
+        for task in tasks:
+            out.extend(run_tasks([task], root, threads, events))
+            log(_progress(out[-1], len(out), n))
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: the parent may hold torch/numba threads, which fork does not copy safely.
+    out = []
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(run_tasks, [task], root, threads, events): task for task in tasks}
+        for future in as_completed(futures):
+            try:
+                out.extend(future.result())
+            except Exception as exc:  # a worker that died (out of memory, killed) fails its pair only
+                task = futures[future]
+                out.append({"cell": task["cell"], "pair": task["pair"], "status": "failed", "trained": [],
+                            "error": f"worker died: {type(exc).__name__}: {exc}"})
+            log(_progress(out[-1], len(out), n))
+    finally:
+        _close_pool(pool)
+    return out
+
+
+def _close_pool(pool, grace_s: float = 30.0) -> None:
+    """Shut the pool down without waiting forever: a worker kept alive after its last task by a
+    library thread (seen once with a loader thread spinning at exit) must not hang the sweep,
+    whose results are all on disk by then."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+
+
+def _submitit(tasks, root, executor, jobs, events, slurm, log) -> list[dict]:
+    import submitit
+
+    folder = Path(slurm.get("folder") or Path(root) / "submitit")
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm" if executor == "slurm" else "local")
+    params = {"timeout_min": int(slurm.get("timeout_min", 24 * 60)),
+              "cpus_per_task": int(slurm.get("cpus_per_task", 2))}
+    if slurm.get("gpus_per_job"):
+        params["gpus_per_node"] = int(slurm["gpus_per_job"])
+    if executor == "slurm":
+        params["slurm_partition"] = slurm.get("partition")
+        params["name"] = "lmc-reproduce"
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    # `jobs` workers, each with a round-robin share of the pairs (fewer job start-ups than one per pair).
+    chunks = [tasks[i::jobs] for i in range(min(jobs, len(tasks)))]
+    submitted = ex.map_array(run_tasks, chunks, [root] * len(chunks), [params["cpus_per_task"]] * len(chunks),
+                             [events] * len(chunks))
+    log(f"[sweep] submitted {len(submitted)} {executor} job(s): {', '.join(j.job_id for j in submitted)} "
+        f"(logs: {folder})")
+    out = []
+    for job, chunk in zip(submitted, chunks):
+        try:
+            out.extend(job.result())
+        except Exception as exc:  # a job that died (time limit, node failure) fails its pairs, not the sweep
+            out.extend({"cell": t["cell"], "pair": t["pair"], "status": "failed", "trained": [],
+                        "error": f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-300:]}"} for t in chunk)
+        for i, record in enumerate(out[len(out) - len(chunk):], start=len(out) - len(chunk) + 1):
+            log(_progress(record, i, len(tasks)))
+    return out
+
+
+def _progress(record: dict, i: int, n: int) -> str:
+    if record["status"] != "ok":
+        return f"[sweep] {i}/{n} FAILED {record['cell']} pair {record['pair']}: {record.get('error')}"
+    what = f"trained {len(record['trained'])} run(s)" if record["trained"] else "runs cached"
+    what += ", interpolated" if record.get("interpolated") else ", interpolation cached"
+    return f"[sweep] {i}/{n} {record['cell']} pair {record['pair']}: {what} ({record.get('seconds', 0):.0f} s)"
