@@ -157,7 +157,7 @@ def write_reproduction(root=None) -> Path:
     """``<results>/REPRODUCTION.md``: every artefact produced so far, ours beside the paper's."""
     from lmc import paths
     from lmc.provenance import git_revision
-    from lmc.reproduce import report_path, reproduce_dir
+    from lmc.paths import report_path, reproduce_dir
 
     results = paths.results_root(root)
     summaries = [json.loads(p.read_text()) for p in sorted(reproduce_dir(root).glob(f"*/*/{SUMMARY}"))]

@@ -37,6 +37,7 @@ class TrainConfig:
     kernel: int = param(4, "kernel size = stride of cnn / lc_cnn / toeplitz_mlp; patch size of attention")
     heads: int = param(8, "attention heads")
     head_dim: int = param(48, "dimension of each attention head")
+    embed_dim: int = param(0, "token width D of attention (0 = 648, the width that gives the paper's 1.08 M parameters)")
     # Optimisation.
     optimizer: str = param("sgd", "optimiser", OPTIMIZERS)
     lr: float = param(0.1, "peak learning rate")
@@ -73,6 +74,7 @@ class TrainConfig:
         need(self.batch_size >= 1, "batch_size", "at least 1")
         need(self.depth >= 1, "depth", "at least 1")
         need(self.width >= 1, "width", "at least 1")
+        need(self.embed_dim >= 0, "embed_dim", "a positive token width, or 0 for the paper's 648")
         need(0.0 <= self.slope <= 1.0, "slope", "a Leaky-ReLU slope in [0, 1]")
         need(0.0 <= self.momentum < 1.0, "momentum", "a value in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "a non-negative value")

@@ -75,6 +75,8 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 
     from lmc.provenance import git_revision
     from pipelines import load_split
 
+    if write:
+        paths.check_layout(root)
     run_a, run_b = Path(run_a), Path(run_b)
     cfg_a, state_a = load_final(run_a)
     cfg_b, state_b = load_final(run_b)
@@ -120,7 +122,7 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 
     curve_df = curve_df.assign(**{k: v for k, v in provenance.items()})
 
     if write:
-        out = paths.interpolation_dir(f"{run_a.name}__{run_b.name}-T{num_alphas}", root)
+        out = paths.interpolation_dir(paths.interpolation_name(run_a.name, run_b.name, num_alphas), root)
         out.mkdir(parents=True, exist_ok=True)
         from lmc.io import atomic_path
 

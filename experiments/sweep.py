@@ -13,8 +13,6 @@ Never twice, never clobbered, with any number of workers on one results director
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 import time
@@ -26,18 +24,13 @@ from experiments.pairs import child_configs
 from lmc import paths
 from lmc.config import replace
 from lmc.errors import UserError
-from lmc.io import append_jsonl, exclusive_lock
+from lmc.io import append_jsonl, exclusive_lock, try_lock
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
 
 class DataMissingError(UserError):
     """A dataset of the grid cannot be built here; the message says what to place where."""
-
-
-def interpolation_name(run_a: str, run_b: str, num_alphas: int) -> str:
-    # Must match experiments.interpolate.interpolate_runs, which names its output this way.
-    return f"{run_a}__{run_b}-T{num_alphas}"
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -143,24 +136,8 @@ def plan_tasks(grid: Grid, num_seeds: int) -> list[dict]:
                           "labels": dict(cell.labels), "pair": index, "config": shared.to_dict(),
                           "seeds_a": list(seeds_a), "seeds_b": list(seeds_b), "run_a": a.run_name(),
                           "run_b": b.run_name(), "num_alphas": grid.num_alphas,
-                          "interpolation": interpolation_name(a.run_name(), b.run_name(), grid.num_alphas)})
+                          "interpolation": paths.interpolation_name(a.run_name(), b.run_name(), grid.num_alphas)})
     return tasks
-
-
-@contextlib.contextmanager
-def _try_lock(path: Path):
-    """Yield True holding an exclusive flock on ``path``, or False at once when another holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pair_lock(task: dict, root) -> Path:
@@ -202,13 +179,17 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
 def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
     """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
     if threads:
+        import numba
         import torch
 
+        # Both pools sized to this worker's share: the loader's numba threads would otherwise
+        # take every core of the machine in each of the `jobs` workers.
         torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     events_path = Path(events) if events else None
     done, deferred = [], []
     for task in tasks:
-        with _try_lock(_pair_lock(task, root)) as held:
+        with try_lock(_pair_lock(task, root)) as held:
             if held:
                 done.append(_run_locked(task, root, events_path))
             else:

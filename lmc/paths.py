@@ -6,6 +6,9 @@ No other module builds a path by hand: they ask this one. The layout follows the
     <results>/runs/<run-name>/            config.json, metrics.jsonl, checkpoints/, final.pt, ...
     <results>/interpolations/<name>/      curve.csv, curve.parquet, barriers.json
     <results>/demo/                       barriers.csv, barriers.md, error_vs_alpha.png
+    <results>/reproduce/<grid>/<scale>/   tables, figures, summary of `lmc reproduce`
+    <results>/REPRODUCTION.md             `lmc report`
+    <results>/LAYOUT_VERSION              the layout's version stamp (``check_layout``)
 
 Two settings move the roots (both plain environment variables, so tests and CI can point
 them anywhere): ``LMC_RESULTS`` (default ``<repo>/results``) and ``LMC_DATA_ROOT`` (where
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from lmc.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,11 +92,63 @@ def interpolations_dir(root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / "interpolations"
 
 
+def interpolation_name(run_a: str, run_b: str, num_alphas: int) -> str:
+    """An interpolation is named by its two runs and its number of α values."""
+    return f"{run_a}__{run_b}-T{num_alphas}"
+
+
 def interpolation_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return interpolations_dir(root) / name
+
+
+def reproduce_dir(root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / "reproduce"
+
+
+def sweep_dir(grid: str, scale: str, root: str | os.PathLike | None = None) -> Path:
+    return reproduce_dir(root) / grid / scale
+
+
+def report_path(root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / "REPRODUCTION.md"
 
 
 def demo_dir(root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / "demo"
 
 
+
+
+# -- the layout's version ---------------------------------------------------------------------
+
+# Bump when the results layout changes in a way older code cannot read (or newer code must not
+# mix with): a results root stamped with another version is refused by every command that
+# writes results (train, interpolate, demo, reproduce, report).
+LAYOUT_VERSION = "1"
+LAYOUT_FILE = "LAYOUT_VERSION"
+
+
+class IncompatibleResultsError(UserError):
+    """A results directory written by a version of this code with another layout."""
+
+
+def layout_file(root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / LAYOUT_FILE
+
+
+def check_layout(root: str | os.PathLike | None = None) -> Path:
+    """Stamp a new results root with LAYOUT_VERSION; refuse one stamped with another version."""
+    from lmc.io import atomic_write_text
+
+    stamp = layout_file(root)
+    if stamp.exists():
+        text = stamp.read_text().strip()
+        found = text.split()[-1] if text else "?"
+        if found != LAYOUT_VERSION:
+            raise IncompatibleResultsError(
+                f"{results_root(root)} was written with results layout version {found}, this code uses "
+                f"version {LAYOUT_VERSION}; use a fresh directory (--results DIR or LMC_RESULTS) or the "
+                f"version of lmc that wrote it")
+    else:
+        atomic_write_text(stamp, f"lmc-results-layout {LAYOUT_VERSION}\n")
+    return stamp

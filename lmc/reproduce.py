@@ -11,8 +11,7 @@ every cell, builds the missing .betons, trains what has not run (finished runs a
 interrupted ones resume), interpolates every pair, and writes the tables (CSV, Markdown,
 LaTeX) and figures (PNG, PDF) under ``<results>/reproduce/<grid>/<scale>/``.
 
-This module also owns the paths of that folder and the results layout stamp; ``lmc.paths``
-owns the rest (they are composed from its helpers and could move there).
+The folders and the results layout's version stamp are ``lmc.paths``'s.
 """
 from __future__ import annotations
 
@@ -22,50 +21,8 @@ import time
 from pathlib import Path
 
 from lmc import paths
-from lmc.errors import UserError
-
-# Bump when the results layout changes in a way older code cannot read (or newer code must not
-# mix with): a results root stamped with another version is refused.
-LAYOUT_VERSION = "1"
-LAYOUT_FILE = "LAYOUT_VERSION"
-
-
-class IncompatibleResultsError(UserError):
-    """A results directory written by a version of this code with another layout."""
-
-
-def layout_file(root=None) -> Path:
-    return paths.results_root(root) / LAYOUT_FILE
-
-
-def reproduce_dir(root=None) -> Path:
-    return paths.results_root(root) / "reproduce"
-
-
-def sweep_dir(grid: str, scale: str, root=None) -> Path:
-    return reproduce_dir(root) / grid / scale
-
-
-def report_path(root=None) -> Path:
-    return paths.results_root(root) / "REPRODUCTION.md"
-
-
-def check_layout(root=None) -> Path:
-    """Stamp a new results root with LAYOUT_VERSION; refuse one stamped with another version."""
-    from lmc.io import atomic_write_text
-
-    stamp = layout_file(root)
-    if stamp.exists():
-        found = stamp.read_text().strip().split()[-1] if stamp.read_text().strip() else "?"
-        if found != LAYOUT_VERSION:
-            raise IncompatibleResultsError(
-                f"{paths.results_root(root)} was written with results layout version {found}, this code uses "
-                f"version {LAYOUT_VERSION}; use a fresh directory (--results DIR or LMC_RESULTS) or the "
-                f"version of lmc that wrote it")
-    else:
-        atomic_write_text(stamp, f"lmc-results-layout {LAYOUT_VERSION}\n")
-    return stamp
-
+# The results layout, its version stamp and this command's folders belong to lmc.paths.
+from lmc.paths import check_layout, sweep_dir
 
 def register(sub) -> None:
     """Add the `reproduce` and `report` subcommands."""

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -61,12 +62,13 @@ def normalize(images: torch.Tensor, manifest: dict) -> torch.Tensor:
 
 
 def default_workers() -> int:
-    """CPUs this process may use, capped by numba's thread pool (FFCV refuses more)."""
+    """CPUs this process may use, capped by numba's thread count (FFCV refuses more than its
+    pool; a sweep worker lowers the count to its share of the machine)."""
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 1
-    return max(1, min(available, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(available, numba.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 def _check_int(value, name: str, low: int) -> int:
@@ -309,13 +311,39 @@ def make_loader(beton_path, *, batch_size: int, order_seed: int | None, aug_seed
                         start_epoch=start_epoch, normalize=normalize)
 
 
+# Decoded splits kept per process (least recently used first out), so that the runs of a sweep
+# worker, and the interpolation after them, decode each split once instead of once per run:
+# building the FFCV Loader that decodes it costs about a second. Keyed by the file's identity
+# (path, size, mtime): a rebuilt .beton is decoded afresh.
+_SPLITS: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+SPLIT_CACHE_BYTES = int(os.environ.get("LMC_SPLIT_CACHE_MB", "2048")) << 20
+
+
 def load_split(beton_path, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split, decoded once in dataset order without augmentation:
-    uint8 (N, C, H, W) and int64 (N,), on ``device``."""
+    uint8 (N, C, H, W) and int64 (N,), on ``device``.
+
+    The CPU tensors are shared with a per-process cache (``LMC_SPLIT_CACHE_MB``, default 2048;
+    0 turns it off): read them, never modify them in place.
+    """
     dev = _check_device(device)
-    loader = make_loader(beton_path, batch_size=1024, order_seed=None, augment="none", normalize=False)
-    images, labels = [], []
-    for x, y, _ in loader.iter_epoch(0):
-        images.append(x)
-        labels.append(y)
-    return torch.cat(images).to(dev), torch.cat(labels).to(dev)
+    beton = Path(beton_path)
+    load_verified(beton)  # size and sha256 (hashed once per file version), cache hit or not
+    st = beton.stat()
+    key = (str(beton.resolve()), st.st_size, st.st_mtime_ns)
+    split = _SPLITS.get(key)
+    if split is None:
+        loader = make_loader(beton, batch_size=1024, order_seed=None, augment="none", normalize=False)
+        images, labels = [], []
+        for x, y, _ in loader.iter_epoch(0):
+            images.append(x)
+            labels.append(y)
+        split = (torch.cat(images), torch.cat(labels))
+        nbytes = sum(t.numel() * t.element_size() for t in split)
+        if nbytes <= SPLIT_CACHE_BYTES:
+            _SPLITS[key] = split
+            while sum(t.numel() * t.element_size() for v in _SPLITS.values() for t in v) > SPLIT_CACHE_BYTES:
+                _SPLITS.popitem(last=False)
+    else:
+        _SPLITS.move_to_end(key)
+    return split[0].to(dev), split[1].to(dev)

@@ -77,8 +77,11 @@ def test_finished_run_is_skipped(trained, results_root):
     assert (trained / paths.FINAL).stat().st_mtime_ns == before
 
 
-def test_resume_is_bitwise(mnist_small, tmp_path):
-    """2 epochs straight == 1 epoch, interruption, resume, 1 epoch."""
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_resume_is_bitwise(mnist_small, tmp_path, device):
+    """2 epochs straight == 1 epoch, interruption, resume, 1 epoch (on CUDA too: the checkpoint's
+    RNG states must come back as CPU tensors)."""
     import shutil
 
     from experiments.train import train
@@ -87,7 +90,7 @@ def test_resume_is_bitwise(mnist_small, tmp_path):
     for name in ("straight", "resumed"):
         roots[name] = tmp_path / name
         shutil.copytree(paths.beton_dir("mnist_small"), paths.beton_dir("mnist_small", roots[name]))
-    cfg = small_config(order_seed=3, aug_seed=4, optimizer="adam", lr=0.001, warmup_epochs=1.0)
+    cfg = small_config(order_seed=3, aug_seed=4, optimizer="adam", lr=0.001, warmup_epochs=1.0, device=device)
     straight = train(cfg, roots["straight"], progress=False)
     partial = train(cfg, roots["resumed"], progress=False, stop_after_epochs=1)
     assert not (partial / paths.DONE).exists()
@@ -165,3 +168,35 @@ def test_different_init_seeds_warn(trained, results_root):
     other = train(small_config(init_seed=1, epochs=1), results_root, progress=False)
     with pytest.warns(UserWarning, match="init seeds"):
         interpolate_runs(trained, other, root=results_root, progress=False, write=False, splits=("test",))
+
+
+def test_training_refuses_a_results_root_of_another_layout_version(mnist_small, tmp_path):
+    import subprocess
+    import sys
+
+    # The root holds a usable dataset, but was stamped by an older layout: nothing may be added.
+    for split in ("train", "test"):
+        dst = paths.beton_path("mnist_small", split, tmp_path)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        for src in (mnist_small[split], paths.manifest_path(mnist_small[split])):
+            (dst.parent / src.name).write_bytes(src.read_bytes())
+    (tmp_path / paths.LAYOUT_FILE).write_text("lmc-results-layout 0\n")
+    result = subprocess.run([sys.executable, "-m", "lmc.cli", "train", "--dataset", "mnist_small", "--epochs", "1",
+                             "--width", "8", "--results", str(tmp_path), "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "layout version 0" in result.stderr and "fresh directory" in result.stderr
+    assert not paths.runs_dir(tmp_path).exists()
+
+
+def test_attention_embed_dim_is_a_config_field():
+    from experiments.config import TrainConfig
+    from experiments.train import build_model
+
+    paper = build_model(TrainConfig(model="attention"), (3, 32, 32), 10)
+    small = build_model(TrainConfig(model="attention", embed_dim=64, heads=2, head_dim=16), (3, 32, 32), 10)
+    assert paper.patch_embed.out_channels == 648  # 0 = the width that gives the paper's 1.08 M
+    assert small.patch_embed.out_channels == 64
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in paper.parameters()) / 10
+    assert TrainConfig(embed_dim=64).run_name() != TrainConfig().run_name()
+    with pytest.raises(ValueError, match="embed_dim"):
+        TrainConfig(model="attention", embed_dim=-1)

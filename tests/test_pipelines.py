@@ -210,3 +210,33 @@ def test_bad_arguments_are_refused_at_construction(mnist, kwargs, message):
 def test_bad_epoch_is_refused(runs):
     with pytest.raises(ConfigError, match="epoch"):
         runs["a"][0].iter_epoch(-1)
+
+
+def test_decoded_splits_are_cached_per_file_version(mnist, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import pipelines.loader as loader_mod
+    from lmc import paths
+
+    beton = tmp_path / "train.beton"
+    shutil.copy(mnist, beton)
+    shutil.copy(paths.manifest_path(mnist), paths.manifest_path(beton))
+    images, labels = load_split(mnist)
+    first = load_split(beton)
+    assert torch.equal(first[0], images) and torch.equal(first[1], labels)
+
+    def no_loader(*args, **kwargs):
+        raise AssertionError("decoded again although the file did not change")
+
+    monkeypatch.setattr(loader_mod, "make_loader", no_loader)
+    again = load_split(beton)
+    assert again[0] is first[0]  # served from the cache: no FFCV Loader built
+    os.utime(beton, ns=(1, 1))  # a rebuilt file (another mtime) is decoded afresh
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_split(beton)
+    monkeypatch.undo()
+    monkeypatch.setattr(loader_mod, "SPLIT_CACHE_BYTES", 0)  # LMC_SPLIT_CACHE_MB=0: no cache
+    monkeypatch.setattr(loader_mod, "_SPLITS", type(loader_mod._SPLITS)())
+    a, b = load_split(beton), load_split(beton)
+    assert a[0] is not b[0] and torch.equal(a[0], b[0]) and not loader_mod._SPLITS
