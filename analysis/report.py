@@ -93,7 +93,8 @@ def hardware(run_names: list[str], root=None) -> dict:
         prov = paths.run_dir(name, root) / paths.PROVENANCE
         if prov.exists():
             p = json.loads(prov.read_text())
-            devices.add(str(p.get("device")))
+            gpu = p.get("gpu")  # the accelerator's name, recorded by runs on CUDA
+            devices.add(f"{p.get('device')} ({gpu})" if gpu else str(p.get("device")))
             threads.add(str(p.get("torch_threads")))
     cpu = ""
     if Path("/proc/cpuinfo").exists():

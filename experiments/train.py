@@ -232,8 +232,9 @@ def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: 
         epoch = step // steps_per_epoch
 
     if not (run / paths.PROVENANCE).exists():
+        gpu = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
         save_json(provenance(device=str(device), data_manifest=manifest_hash(betons["train"]),
-                             torch_threads=torch.get_num_threads()), run / paths.PROVENANCE)
+                             torch_threads=torch.get_num_threads(), **gpu), run / paths.PROVENANCE)
     if not (run / paths.DIGEST).exists():
         digest = loader_digest(betons["train"], order_seed=cfg.order_seed, aug_seed=cfg.aug_seed,
                                augment=cfg.augment, epochs=min(2, cfg.epochs), batch_size=cfg.batch_size)

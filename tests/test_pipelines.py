@@ -240,3 +240,20 @@ def test_decoded_splits_are_cached_per_file_version(mnist, tmp_path, monkeypatch
     monkeypatch.setattr(loader_mod, "_SPLITS", type(loader_mod._SPLITS)())
     a, b = load_split(beton), load_split(beton)
     assert a[0] is not b[0] and torch.equal(a[0], b[0]) and not loader_mod._SPLITS
+
+
+def test_default_workers_follow_numbas_thread_count():
+    """A sweep worker lowers numba's thread count to its share; the loader then uses that many."""
+    import os
+
+    import numba
+
+    from pipelines.loader import default_workers
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert default_workers() == 1
+    finally:
+        numba.set_num_threads(before)
+    assert default_workers() == min(before, len(os.sched_getaffinity(0)))
