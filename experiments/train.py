@@ -71,7 +71,7 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
     # fused: one kernel for all parameters instead of ~10 ops per tensor; on a CPU core it makes
-    # a small deep net's step 15-25% faster (benchmarks/bench_train.py). Elementwise, so as
+    # a small deep net's step about a quarter faster (benchmarks/bench_train.py). Elementwise, so as
     # deterministic as the default implementation, though not bitwise equal to it.
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 

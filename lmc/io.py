@@ -70,6 +70,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
+def _flock(path: str | os.PathLike, *, wait: bool) -> Iterator[bool]:
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) for the duration.
 
@@ -78,33 +96,11 @@ def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
     when its holder dies, so a crashed worker leaves no stale lock behind. (On NFS, flock
     needs a server with lock support; local and Lustre/GPFS file systems have it.)
     """
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with _flock(path, wait=True):
+        yield
 
 
-@contextlib.contextmanager
-def try_lock(path: str | os.PathLike) -> Iterator[bool]:
+def try_lock(path: str | os.PathLike) -> contextlib.AbstractContextManager[bool]:
     """Like :func:`exclusive_lock`, but never waits: yields True holding the lock, or False at
     once when another process holds it (a sweep worker then moves on to other work)."""
-    import fcntl
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return _flock(path, wait=False)

@@ -316,7 +316,16 @@ def make_loader(beton_path, *, batch_size: int, order_seed: int | None, aug_seed
 # building the FFCV Loader that decodes it costs about a second. Keyed by the file's identity
 # (path, size, mtime): a rebuilt .beton is decoded afresh.
 _SPLITS: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-SPLIT_CACHE_BYTES = int(os.environ.get("LMC_SPLIT_CACHE_MB", "2048")) << 20
+
+
+def _split_cache_bytes() -> int:
+    value = os.environ.get("LMC_SPLIT_CACHE_MB", "2048")
+    if not value.strip().isdigit():
+        raise ConfigError(f"LMC_SPLIT_CACHE_MB={value!r} is invalid: expected a size in MiB (0 = no cache)")
+    return int(value) << 20
+
+
+SPLIT_CACHE_BYTES = _split_cache_bytes()
 
 
 def load_split(beton_path, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
