@@ -58,4 +58,5 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
   echo "$stamp" > .venv/.setup-stamp
 fi
-echo "[setup] ok: $(.venv/bin/python -c 'import torch, ffcv, numba, numpy; print(f"torch {torch.__version__}, ffcv {ffcv.__version__}, numba {numba.__version__}, numpy {numpy.__version__}")')"
+# ffcv 1.0.2's own __version__ still says 0.0.3rc1: ask the installed distribution instead.
+echo "[setup] ok: $(.venv/bin/python -c 'import torch, ffcv, numba, numpy; from importlib.metadata import version; v = version("ffcv"); print(f"torch {torch.__version__}, ffcv {v}, numba {numba.__version__}, numpy {numpy.__version__}")')"
