@@ -254,12 +254,16 @@ class SeededLoader:
         return self._batches(int(epoch), order)
 
     def _batches(self, epoch: int, order: np.ndarray):
+        # The epoch's indices and labels reach the device once per epoch, and each batch's are
+        # slices of them: a copy per batch from pageable host memory would make the host wait
+        # for the GPU's previous step at every batch, and the loader could not run ahead.
+        order_t = torch.from_numpy(np.array(order, dtype=np.int64)).to(self.device)
+        labels_t = torch.from_numpy(self._labels).to(self.device)[order_t]
         epoch_iter = _SeededEpoch(self._ffcv, order.astype(np.uint64), epoch, self._epoch_nodes)
         try:
             for b, (images,) in enumerate(epoch_iter):
-                indices = order[b * self.batch_size:(b + 1) * self.batch_size]
-                labels = torch.from_numpy(self._labels[indices]).to(self.device)
-                yield images, labels, torch.from_numpy(indices.copy()).to(self.device)
+                batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
+                yield images, labels_t[batch], order_t[batch]
         finally:
             epoch_iter.stop()
 
