@@ -54,7 +54,7 @@ def cases(tmp: Path):
 
 
 def time_builds(repeats: int) -> list[dict]:
-    from beton_builders.manifest import read_manifest
+    from lmc.manifest import read_manifest
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from beton_builders.base import SPLITS, Split, check_splits, write_splits
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 from beton_builders.sources import file_record
 from beton_builders.writer import check_arrays
 

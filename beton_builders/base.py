@@ -32,7 +32,7 @@ class Split:
 
 
 def check_splits(splits) -> tuple[str, ...]:
-    from beton_builders.manifest import ManifestError
+    from lmc.manifest import ManifestError
 
     splits = tuple(splits)
     bad = [s for s in splits if s not in SPLITS]

@@ -37,10 +37,10 @@ def _build(args) -> int:
     from pathlib import Path
 
     from beton_builders import arrays
-    from beton_builders.manifest import ManifestError
+    from lmc.manifest import ManifestError
     from beton_builders.registry import get
     from lmc import paths
-    from lmc.cli import UsageError
+    from lmc.errors import UsageError
 
     opts = dict(src=args.src, download=args.download, progress=not args.quiet, encoding=args.encoding,
                 jpeg_quality=args.jpeg_quality)
@@ -65,7 +65,7 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from beton_builders.manifest import ManifestError, check_contents, load_verified
+    from lmc.manifest import ManifestError, check_contents, load_verified
 
     try:
         m = load_verified(args.path)

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 from lmc.io import atomic_path
 
 # Short: offline machines should hear "no network" within seconds, not minutes.

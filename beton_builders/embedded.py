@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from beton_builders.base import Split, check_splits, write_splits
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 
 NAME = "mnist5k"
 TRAIN_FRACTION = 0.8

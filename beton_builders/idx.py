@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08

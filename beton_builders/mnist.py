@@ -16,7 +16,7 @@ from beton_builders.base import Split, check_splits, write_splits
 from beton_builders import download as dl
 from beton_builders.download import Remote, place_hint
 from beton_builders.idx import gunzip_if_needed, parse_idx
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 from beton_builders.sources import SourceTree, pick_src
 from beton_builders.writer import check_arrays
 from lmc import paths

@@ -14,13 +14,18 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from beton_builders.manifest import SourceError
+from lmc.manifest import ManifestError
 from lmc.io import sha256_file
 
 # A folder from which a split reads more files than this is recorded as one tree digest.
 TREE_DIGEST_ABOVE = 32
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+class SourceError(ManifestError):
+    """A dataset source file that is not in its standard format (truncated, wrong magic, missing
+    key, unknown class, label out of range). The message names the file and the problem."""
 
 
 def file_record(path: str | os.PathLike, name: str | None = None) -> dict:

@@ -23,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from beton_builders.manifest import BUILDER_VERSION, ManifestError, SourceError
+from lmc.manifest import BUILDER_VERSION, ManifestError
+from beton_builders.sources import SourceError
 from lmc import paths
 from lmc.config import save_json
 from lmc.ffcv_compat import import_ffcv

@@ -76,7 +76,7 @@ def _train_pair(args) -> int:
 
     cfg = _config(args)
     if args.seeds_a == args.seeds_b and not args.same_noise:
-        from lmc.cli import UsageError
+        from lmc.errors import UsageError
 
         raise UsageError(f"--seeds-a and --seeds-b are both {args.seeds_a}; use --same-noise for that control")
     run_a, run_b = train_pair(cfg, args.seeds_a, args.seeds_b, same_noise=args.same_noise, root=args.results,
@@ -112,7 +112,7 @@ def _interpolate(args) -> int:
 
     splits = tuple(s for s in args.splits.split(",") if s)
     if args.alphas < 2:
-        from lmc.cli import UsageError
+        from lmc.errors import UsageError
 
         raise UsageError(f"--alphas must be at least 2 (α = 0 and 1), got {args.alphas}")
     _, bars = interpolate_runs(args.run_a, args.run_b, num_alphas=args.alphas, splits=splits,

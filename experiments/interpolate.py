@@ -70,7 +70,7 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 
     """Evaluate the straight path between two runs; return (curve rows, barrier rows)."""
     from tqdm.auto import tqdm
 
-    from beton_builders.manifest import manifest_hash, read_manifest
+    from lmc.manifest import manifest_hash, read_manifest
     from experiments.train import build_model, evaluate, resolve_device, set_deterministic
     from lmc.provenance import git_revision
     from pipelines import load_split

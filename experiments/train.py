@@ -140,7 +140,7 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 def model_from_checkpoint(path: Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig, dict]:
     """A checkpoint alone rebuilds its model: it carries its config."""
-    from beton_builders.manifest import read_manifest
+    from lmc.manifest import read_manifest
 
     ckpt = load_checkpoint(path, device)
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -194,7 +194,7 @@ def train(cfg: TrainConfig, root=None, *, progress: bool = True, stop_after_epoc
 def _train_locked(cfg: TrainConfig, root, *, progress: bool, stop_after_epochs: int | None,
                   stop_at_step: int | None) -> Path:
     import beton_builders
-    from beton_builders.manifest import manifest_hash
+    from lmc.manifest import manifest_hash
     from lmc.provenance import provenance
     from pipelines import load_split, loader_digest, make_loader
 

@@ -7,3 +7,7 @@ its traceback, because it is ours to fix.
 
 class UserError(ValueError):
     """Bad input: the message names the bad value, what was expected and what to do."""
+
+
+class UsageError(UserError):
+    """Bad input detected after parsing (a command-line value, a missing file): one line, exit 2."""

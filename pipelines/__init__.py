@@ -8,7 +8,7 @@ from pipelines.augment import AUGMENTATIONS, AugmentConfig, get_augmentation
 
 _LAZY = {
     "make_loader": "pipelines.loader", "SeededLoader": "pipelines.loader", "load_split": "pipelines.loader",
-    "normalize": "pipelines.loader", "loader_digest": "pipelines.digest",
+    "normalize": "pipelines.normalization", "loader_digest": "pipelines.digest",
 }
 
 __all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]

@@ -33,14 +33,14 @@ def register(sub) -> None:
 
 def _user_errors():
     """ManifestError is a ValueError in older trees; report it as a usage error either way."""
-    from beton_builders.manifest import ManifestError
-    from lmc.cli import UsageError
+    from lmc.manifest import ManifestError
+    from lmc.errors import UsageError
 
     return ManifestError, UsageError
 
 
 def _parse_pairs(items) -> tuple[tuple[int, int], ...]:
-    from lmc.cli import UsageError
+    from lmc.errors import UsageError
 
     pairs = []
     for item in items:

@@ -49,7 +49,7 @@ def render(beton, out: str | os.PathLike, *, seed_pairs=PAPER_SEEDS, inits: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from beton_builders.manifest import read_manifest
+    from lmc.manifest import read_manifest
     from lmc.io import atomic_write_with
 
     rows = first_batches(beton, seed_pairs=seed_pairs, inits=inits, images=images, augment=augment)

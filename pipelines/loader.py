@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import torch
 
-from beton_builders.manifest import ManifestError, load_verified
+from lmc.manifest import ManifestError, load_verified
 from lmc import seeds
 from lmc.config import ConfigError
 from pipelines.augment import AugmentConfig, get_augmentation
@@ -39,26 +39,8 @@ from ffcv.pipeline import PipelineSpec  # noqa: E402
 from ffcv.reader import Reader  # noqa: E402
 from ffcv.transforms import ToDevice  # noqa: E402
 
+from pipelines.normalization import manifest_stats, normalize_with  # noqa: E402
 from pipelines.ops import Normalize, Owned, RawImageDecoder, SeededAugment  # noqa: E402
-
-
-def normalize_with(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images.to(torch.float32) - mean) / std
-
-
-def _stats(manifest: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(manifest["mean"], dtype=torch.float32, device=device).view(-1, 1, 1)
-    std = torch.tensor(manifest["std"], dtype=torch.float32, device=device).view(-1, 1, 1)
-    return mean, std
-
-
-def normalize(images: torch.Tensor, manifest: dict) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> float32 (x - mean) / std with the manifest's per-channel stats
-    (0..255 scale). The loader's normalised batches equal this bitwise."""
-    if images.dtype != torch.uint8 or images.dim() < 3 or images.shape[-3] != len(manifest["mean"]):
-        raise ConfigError(f"normalize expects uint8 images (..., {len(manifest['mean'])}, H, W), "
-                          f"got {images.dtype} {tuple(images.shape)}")
-    return normalize_with(images, *_stats(manifest, images.device))
 
 
 def default_workers() -> int:
@@ -205,7 +187,7 @@ class SeededLoader:
         self.num_samples = int(manifest["num_samples"])
 
         cuda = device.type == "cuda"
-        mean, std = _stats(manifest, "cpu")
+        mean, std = manifest_stats(manifest, "cpu")
         channels = len(manifest["mean"])
         lut = None
         if normalize and not cuda:

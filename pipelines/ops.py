@@ -24,6 +24,7 @@ from numba import njit
 
 from pipelines import kernel
 from pipelines.augment import AugmentConfig
+from pipelines.normalization import normalize_with
 from lmc.ffcv_compat import import_ffcv
 
 import_ffcv()  # before any other FFCV import: see lmc/ffcv_compat.py
@@ -137,8 +138,6 @@ class Normalize(Operation):
         return replace(previous_state, jit_mode=False, dtype=torch.float32), None
 
     def generate_code(self) -> Callable:
-        from pipelines.loader import normalize_with
-
         mean, std = self.mean.to(self.device), self.std.to(self.device)
         stream = _consumer_stream(self.device)
 
@@ -152,21 +151,20 @@ class Normalize(Operation):
 
 
 class Owned(Operation):
-    """A copy the caller owns (optionally flattened to 1-D, for labels)."""
+    """A copy the caller owns (FFCV recycles its own buffers a few batches later)."""
 
-    def __init__(self, device: torch.device, flatten: bool = False):
+    def __init__(self, device: torch.device):
         super().__init__()
-        self.device, self.flatten = torch.device(device), flatten
+        self.device = torch.device(device)
 
     def declare_state_and_memory(self, previous_state: State) -> Tuple[State, None]:
         return replace(previous_state, jit_mode=False), None
 
     def generate_code(self) -> Callable:
-        flatten = self.flatten
         stream = _consumer_stream(self.device)
 
         def owned(x, _):
-            out = x.reshape(-1).clone() if flatten else x.clone()
+            out = x.clone()
             if stream is not None:
                 out.record_stream(stream)
             return out

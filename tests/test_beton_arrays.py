@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from beton_builders import arrays, embedded, registry
-from beton_builders.manifest import ManifestError, SourceError, check_contents, load_verified
+from lmc.manifest import ManifestError, check_contents, load_verified
+from beton_builders.sources import SourceError
 from beton_builders.readback import read_beton
 from beton_builders.writer import channel_stats, write_arrays
 from beton_fixtures import listing, need
@@ -173,7 +174,7 @@ def test_ffcv_loader_reads_what_we_wrote(cifar5k, tmp_path):
 # -- the `lmc beton` commands ------------------------------------------------------------------
 
 def test_cli_build_verify_and_detect_corruption(cifar5k, tmp_path, capsys):
-    from lmc.cli import main
+    from app.cli import main
 
     path, _ = cifar5k
     out = tmp_path / "out"
@@ -205,7 +206,7 @@ def test_verify_catches_a_manifest_from_another_build(cifar5k, tmp_path):
 
 
 def test_cli_usage_errors(tmp_path, capsys):
-    from lmc.cli import main
+    from app.cli import main
 
     assert main(["beton", "build", "npz", "--out", str(tmp_path)]) == 2
     assert main(["beton", "build", "mnist", "--name", "x", "--out", str(tmp_path)]) == 2

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from beton_builders.cifar import CIFAR10, CIFAR100, load_pickle
-from beton_builders.manifest import SourceError, check_contents, load_verified
+from lmc.manifest import check_contents, load_verified
+from beton_builders.sources import SourceError
 from beton_builders.readback import read_beton
 from beton_fixtures import (CIFAR100_COARSE_OF_FINE, listing, need, py2_pickle, tar_gz, write_cifar10,
                             write_cifar100)

@@ -11,7 +11,7 @@ import pytest
 
 from beton_builders import registry
 from beton_builders.download import Remote, download
-from beton_builders.manifest import SourceError
+from beton_builders.sources import SourceError
 from beton_builders.mnist import MNIST
 from beton_fixtures import listing
 
@@ -59,7 +59,7 @@ def test_download_checks_md5_and_keeps_nothing_partial(local_server, tmp_path):
 
 
 def test_cli_download_offline_exits_2(tmp_path, monkeypatch, capsys):
-    from lmc.cli import main
+    from app.cli import main
 
     offline = dataclasses.replace(MNIST, base_url=UNREACHABLE)
     monkeypatch.setitem(registry.DATASETS, "mnist", (offline, "MNIST, pointed at an unreachable host"))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from beton_builders.idx import encode_idx
-from beton_builders.manifest import SourceError, check_contents, load_verified
+from lmc.manifest import check_contents, load_verified
+from beton_builders.sources import SourceError
 from beton_builders.mnist import FASHION_MNIST, MNIST
 from beton_builders.readback import read_beton
 from beton_fixtures import idx_reference, listing, need, need_fashion
@@ -133,7 +134,7 @@ def test_bad_idx_names_the_file_and_leaves_nothing(small_idx, tmp_path, case):
 
 
 def test_cli_bad_input_is_one_line_exit_2(small_idx, tmp_path, capsys):
-    from lmc.cli import main
+    from app.cli import main
 
     src = tmp_path / "src"
     src.mkdir()

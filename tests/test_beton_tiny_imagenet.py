@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from beton_builders import tiny_imagenet
-from beton_builders.manifest import SourceError, check_contents, load_verified
+from lmc.manifest import check_contents, load_verified
+from beton_builders.sources import SourceError
 from beton_builders.readback import read_beton
 from beton_fixtures import listing, need, pil_rgb, tiny_val, write_tiny_imagenet, zip_folder
 

@@ -101,7 +101,7 @@ def test_paper_references():
 
 
 def lmc(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "lmc.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
 
 
@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
 
 
 def test_every_subcommand_has_help():
-    from lmc.cli import build_parser
+    from app.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

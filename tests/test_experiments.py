@@ -181,7 +181,7 @@ def test_training_refuses_a_results_root_of_another_layout_version(mnist_small, 
         for src in (mnist_small[split], paths.manifest_path(mnist_small[split])):
             (dst.parent / src.name).write_bytes(src.read_bytes())
     (tmp_path / paths.LAYOUT_FILE).write_text("lmc-results-layout 0\n")
-    result = subprocess.run([sys.executable, "-m", "lmc.cli", "train", "--dataset", "mnist_small", "--epochs", "1",
+    result = subprocess.run([sys.executable, "-m", "app.cli", "train", "--dataset", "mnist_small", "--epochs", "1",
                              "--width", "8", "--results", str(tmp_path), "--quiet"], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "layout version 0" in result.stderr and "fresh directory" in result.stderr

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from beton_builders.manifest import ManifestError
+from lmc.manifest import ManifestError
 from lmc import paths
 from lmc.config import save_json
 from lmc.io import sha256_file
@@ -25,7 +25,7 @@ def mnist(tmp_path_factory):
 
 def _run_cli(argv):
     """Our `register` under a bare parser: the test does not depend on the other stages' CLIs."""
-    from lmc.cli import Parser
+    from app.cli import Parser
     from pipelines import cli
 
     parser = Parser(prog="lmc")

@@ -99,7 +99,7 @@ def test_kernel_is_independent_of_batch_position_and_threads():
 def test_normalising_lookup_table_matches_normalize_and_twin():
     import torch
 
-    from pipelines.loader import normalize
+    from pipelines.normalization import normalize
 
     manifest = {"mean": [125.3, 122.9, 113.8], "std": [63.0, 62.1, 66.7]}
     x, idx = _images((32, 32, 3), n=16, seed=4)

@@ -54,7 +54,7 @@ def lmc(*argv: str, env_root: Path | None = None) -> subprocess.CompletedProcess
     env = dict(os.environ)
     if env_root is not None:
         env["LMC_RESULTS"] = str(env_root)
-    return subprocess.run([sys.executable, "-m", "lmc.cli", *argv], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "app.cli", *argv], capture_output=True, text=True, env=env,
                           timeout=600)
 
 
@@ -144,7 +144,7 @@ def test_unknown_artefact_lists_the_valid_ones(tmp_path):
 
 
 def test_list_names_every_artefact_and_scale():
-    from lmc.cli import main
+    from app.cli import main
 
     import io
     import contextlib
@@ -169,7 +169,7 @@ def test_incompatible_results_directory_is_refused(tmp_path):
 
 def test_seed_pairs_are_distinct():
     from experiments.grids import load_grid
-    from experiments.sweep import plan_tasks
+    from app.sweep import plan_tasks
 
     tasks = plan_tasks(load_grid("table2", "quick"), 3)
     cell = [t for t in tasks if t["cell"] == tasks[0]["cell"]]
@@ -181,7 +181,7 @@ def test_seed_pairs_are_distinct():
 
 def test_analysis_never_imports_torch():
     code = ("import sys; import analysis.artefacts, analysis.report, analysis.figures, analysis.paper, "
-            "analysis.tables, experiments.grids, lmc.reproduce; print('torch' in sys.modules, 'ffcv' in sys.modules)")
+            "analysis.tables, experiments.grids, app.reproduce; print('torch' in sys.modules, 'ffcv' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -237,9 +237,10 @@ def test_table2_and_table4_layouts():
 # -- real sweeps -------------------------------------------------------------------------------
 
 def test_data_subset_and_missing_data(fresh_root, tmp_path, monkeypatch):
-    from beton_builders.manifest import read_manifest
+    from lmc.manifest import read_manifest
     from experiments.grids import DataSpec, load_grid
-    from experiments.sweep import DataMissingError, ensure_dataset, prepare_data
+    from app.sweep import DataMissingError, prepare_data
+    from beton_builders.prepare import ensure_dataset
 
     spec = DataSpec(name="mnist_small_sub100", builder="mnist_small", train_subset=100)
     betons = ensure_dataset(spec, fresh_root)
@@ -261,7 +262,7 @@ def test_two_workers_on_one_results_dir_train_each_run_once(sweep_root):
 
     args = ("reproduce", str(sweep_root.parent / "tiny.toml"), "--seeds", "2", "--executor", "submitit-local",
             "--jobs", "2", "--results", str(sweep_root))
-    procs = [subprocess.Popen([sys.executable, "-m", "lmc.cli", *args], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "app.cli", *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=dict(os.environ)) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]

@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from beton_builders.prepare import DataSpec
 from experiments.config import TrainConfig
 from lmc import config as cfglib
 from lmc.config import ConfigError
@@ -38,21 +39,6 @@ _DATA_KEYS = {"name", "builder", "src", "train_subset"}
 _ENTRY_KEYS = {"label", "only", *SCALES}
 # Axis names become columns of the result tables beside the config's and the barriers' columns.
 _RESERVED_AXES = {"split", "cell", "pair", "status", "grid", "scale", "unstable", "paper", "mean", "std", "n"}
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """How one scale obtains a dataset: a registry builder, maybe a source file, maybe a subset."""
-    name: str                 # the dataset folder under <results>/betons that the runs read
-    builder: str              # beton_builders registry name of the source
-    src: str | None = None    # source path; relative paths are under the data root
-    train_subset: int = 0     # > 0: the first train_subset / num_classes train images of each class
-
-    def describe(self) -> str:
-        what = f"{self.builder}" + (f" from {self.src}" if self.src else "")
-        if self.train_subset:
-            what += f", a class-balanced train subset of {self.train_subset} (the first of each class)"
-        return what
 
 
 @dataclass(frozen=True)

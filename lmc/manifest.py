@@ -30,11 +30,6 @@ class ManifestError(UserError):
     """A .beton that is missing, mismatched or corrupted. The message names the file and the fix."""
 
 
-class SourceError(ManifestError):
-    """A dataset source file that is not in its standard format (truncated, wrong magic, missing
-    key, unknown class, label out of range). The message names the file and the problem."""
-
-
 # Hashing a large .beton on every open would be wasteful: remember the files already checked
 # in this process, keyed by (path, size, mtime).
 _VERIFIED: dict[tuple[str, int, int], str] = {}

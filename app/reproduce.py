@@ -62,7 +62,7 @@ def _list() -> int:
 
 
 def _reproduce(args) -> int:
-    from lmc.cli import UsageError
+    from lmc.errors import UsageError
 
     if args.list:
         return _list()
@@ -117,7 +117,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     import json
 
     from analysis import artefacts, report
-    from experiments import sweep
+    from app import sweep
     from lmc.io import atomic_write_text
 
     tasks_all = sweep.plan_tasks(grid, args.seeds)  # seeds checked before any data is built

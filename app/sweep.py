@@ -18,6 +18,7 @@ import socket
 import time
 from pathlib import Path
 
+from beton_builders.prepare import data_summary, ensure_dataset
 from experiments.config import TrainConfig
 from experiments.grids import Grid, pair_seeds
 from experiments.pairs import child_configs
@@ -35,74 +36,9 @@ class DataMissingError(UserError):
 
 # -- data ---------------------------------------------------------------------------------
 
-def _has_betons(name: str, root) -> bool:
-    betons = [paths.beton_path(name, split, root) for split in ("train", "test")]
-    return all(b.exists() and paths.manifest_path(b).exists() for b in betons)
-
-
-def _write_subset(spec, base: dict, root) -> None:
-    """The first ``train_subset // classes`` train images of each class (file order); the full test split."""
-    import numpy as np
-
-    from beton_builders.manifest import read_manifest
-    from beton_builders.readback import read_beton
-    from beton_builders.writer import write_arrays
-
-    for split in ("train", "test"):
-        manifest = read_manifest(base[split])
-        x, labels = read_beton(base[split])
-        y = labels["label"]
-        k = manifest["num_classes"]
-        if split == "train":
-            per_class = spec.train_subset // k
-            counts = np.bincount(y, minlength=k)
-            if per_class < 1 or counts.min() < per_class:
-                raise UserError(f"train_subset={spec.train_subset} of {spec.builder}: needs {per_class} images "
-                                f"of each of {k} classes, the smallest class has {counts.min()}")
-            keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(k)]))
-            x, y = x[keep], y[keep]
-        note = (f"first {spec.train_subset // k} per class of " if split == "train" else "") + f"{spec.builder}/{split}"
-        write_arrays(x, y, paths.beton_path(spec.name, split, root), dataset=spec.name, split=split,
-                     num_classes=k, label_names=manifest.get("label_names"), sources=[base[split]],
-                     source_note=note, extra={"subset_of": spec.builder}, progress=False)
-
-
-def ensure_dataset(spec, root=None) -> dict[str, Path]:
-    """The .betons of one DataSpec, built (once, under a lock) when missing."""
-    import beton_builders
-    from beton_builders.registry import get
-
-    src = spec.src
-    if src is not None and not Path(src).expanduser().is_absolute():
-        src = paths.data_root() / src
-    with exclusive_lock(paths.lock_path(paths.beton_dir(spec.name, root))):
-        if not _has_betons(spec.name, root):
-            if spec.builder == "npz":
-                get("npz").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, progress=False)
-            elif spec.train_subset:
-                _write_subset(spec, beton_builders.ensure(spec.builder, root, src=src), root)
-            else:
-                beton_builders.ensure(spec.builder, root, src=src)
-    return {s: paths.beton_path(spec.name, s, root) for s in ("train", "test")}
-
-
-def data_summary(name: str, root=None) -> dict:
-    """What a dataset folder actually holds (from its manifests): for the report."""
-    from beton_builders.manifest import read_manifest
-
-    out = {"dataset": name}
-    for split in ("train", "test"):
-        m = read_manifest(paths.beton_path(name, split, root))
-        out[split] = m["num_samples"]
-        out.update(image_shape=m["image_shape"], num_classes=m["num_classes"])
-        out[f"{split}_sources"] = sorted({s.get("path", "?") for s in m["sources"]})
-        out[f"{split}_note"] = m.get("source_note", "")
-    return out
-
-
 def prepare_data(grid: Grid, root=None, *, skip_missing: bool = False) -> tuple[dict, dict]:
     """Build every dataset of the grid first. Returns ({name: summary}, {name: why missing})."""
-    from beton_builders.manifest import ManifestError
+    from lmc.manifest import ManifestError
 
     used, missing = {}, {}
     for name in grid.datasets():

@@ -17,18 +17,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-from lmc.errors import UserError
-
-
-class UsageError(UserError):
-    """Bad input detected after parsing (a config value, a missing file): one line, exit 2."""
+from lmc.errors import UsageError, UserError  # noqa: F401  (UsageError: re-exported for callers)
 
 
 def build_parser() -> Parser:
     from analysis import cli as analysis_cli
     from beton_builders import cli as beton_cli
     from experiments import cli as experiments_cli
-    from lmc import demo, reproduce
+    from app import demo, reproduce
     from pipelines import cli as pipelines_cli
 
     parser = Parser(prog="lmc", description=__doc__.splitlines()[0] + " See README.md.")
