@@ -12,6 +12,7 @@ demo: setup
 	$(VENV)/bin/lmc demo
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 bench: setup

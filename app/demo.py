@@ -66,9 +66,9 @@ def run(args) -> int:
     table = demo_table(barriers)
     # The CSV keeps every column (normalised barrier, deviation, provenance); the printout is short.
     full = barriers.merge(table[["pair", "split", "paper_barrier_pct", "paper_ref"]], on=["pair", "split"])
-    written = write_table(full, out / "barriers")
-    curves.to_csv(out / "curves.csv", index=False)
-    figures = error_vs_alpha(curves, out / "error_vs_alpha")
+    written = write_table(full, out / paths.DEMO_BARRIERS)
+    curves.to_csv(out / paths.DEMO_CURVES, index=False)
+    figures = error_vs_alpha(curves, out / paths.DEMO_FIGURE)
 
     shown = table.rename(columns={"error_barrier_pct": "barrier %", "paper_barrier_pct": "paper %"})
     print()

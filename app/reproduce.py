@@ -39,7 +39,9 @@ def register(sub) -> None:
     p.add_argument("--cpus-per-job", type=int, default=2, help="CPUs per submitit job (default 2)")
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per submitit job in minutes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TrainConfig field in every cell (e.g. device=cpu); changes the runs' names")
+                   help="override a TrainConfig field in every cell (e.g. width=256); changes the runs' names")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the runs train: auto picks cuda when available (provenance, not the runs' names)")
     p.add_argument("--skip-missing-data", action="store_true",
                    help="run only the cells whose datasets can be built here; the report lists the others")
     p.add_argument("--dry-run", action="store_true", help="validate the grid and print its cells; run nothing")
@@ -106,10 +108,10 @@ def _counts(grid, out: Path, args, t0: float) -> int:
     report.write_table(table, out / table.name)
     print(table.wide.to_markdown(index=False))
     report.update_summary(out, {**_common_summary(grid, args), "seeds": 0, "tasks": 0, "ok": 0, "failed": [],
-                                "tables": {table.name: (out / f"{table.name}.md").read_text()},
+                                "tables": {table.name: paths.table_files(out / table.name)[".md"].read_text()},
                                 "hardware": report.hardware([], args.results), "figures": []},
                           {"started": t0, "wall_s": round(time.time() - t0, 2), "executor": "none", "jobs": 0})
-    print(out / f"{table.name}.csv")
+    print(paths.table_files(out / table.name)[".csv"])
     return 0
 
 
@@ -120,28 +122,28 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     from app import sweep
     from lmc.io import atomic_write_text
 
-    tasks_all = sweep.plan_tasks(grid, args.seeds)  # seeds checked before any data is built
+    tasks_all = sweep.plan_tasks(grid, args.seeds, args.device)  # seeds checked before any data is built
     print(f"[reproduce] {grid.title} — scale {grid.scale}: {len(grid.cells)} cells x {args.seeds} seed pair(s)")
     print(f"[reproduce] scale notes: {grid.notes}")
     used, missing = sweep.prepare_data(grid, args.results, skip_missing=args.skip_missing_data)
     for name, why in missing.items():
         print(f"[reproduce] skipping the cells of {name}: {why}")
     tasks = [t for t in tasks_all if t["config"]["dataset"] not in missing]
-    atomic_write_text(out / "plan.json", json.dumps({"tasks": tasks, "skipped_data": missing}, indent=1) + "\n")
+    atomic_write_text(out / paths.SWEEP_PLAN, json.dumps({"tasks": tasks, "skipped_data": missing}, indent=1) + "\n")
     slurm = {"partition": args.partition, "gpus_per_job": args.gpus_per_job, "cpus_per_task": args.cpus_per_job,
-             "timeout_min": args.timeout_min, "folder": str(out / "submitit")}
-    records = sweep.execute(tasks, args.results, executor=args.executor, jobs=args.jobs, events=out / "events.jsonl",
+             "timeout_min": args.timeout_min, "folder": str(out / paths.SUBMITIT_LOGS)}
+    records = sweep.execute(tasks, args.results, executor=args.executor, jobs=args.jobs, events=out / paths.SWEEP_EVENTS,
                             slurm=slurm)
     failed = [r for r in records if r["status"] != "ok"]
 
     df = artefacts.collect(tasks, args.results)
-    artefacts.save_frame(df, out / "results.parquet")
+    artefacts.save_frame(df, out / paths.SWEEP_RESULTS)
     curves = artefacts.collect_curves(tasks, args.results)
     tables, figs = report.build_outputs(grid.layout, list(grid.axes), list(grid.outputs), df, curves, out)
     written = {}
     for table in tables:
         report.write_table(table, out / table.name)
-        written[table.name] = (out / f"{table.name}.md").read_text()
+        written[table.name] = paths.table_files(out / table.name)[".md"].read_text()
         print(f"\n{table.name} (ours ± std across pairs [paper]):\n\n{written[table.name]}")
     wall = time.time() - t0  # data, training, interpolation, tables and figures
     ok = int(len(df[df.status == "ok"].drop_duplicates(["cell", "pair"]))) if len(df) else 0

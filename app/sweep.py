@@ -58,8 +58,8 @@ def prepare_data(grid: Grid, root=None, *, skip_missing: bool = False) -> tuple[
 
 # -- tasks --------------------------------------------------------------------------------
 
-def plan_tasks(grid: Grid, num_seeds: int) -> list[dict]:
-    """One task per cell and seed pair, in cell order."""
+def plan_tasks(grid: Grid, num_seeds: int, device: str = "auto") -> list[dict]:
+    """One task per cell and seed pair, in cell order; ``device`` is where the workers train."""
     if num_seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {num_seeds}")
     tasks = []
@@ -71,7 +71,7 @@ def plan_tasks(grid: Grid, num_seeds: int) -> list[dict]:
             tasks.append({"grid": grid.path.stem, "scale": grid.scale, "cell": cell.key,
                           "labels": dict(cell.labels), "pair": index, "config": shared.to_dict(),
                           "seeds_a": list(seeds_a), "seeds_b": list(seeds_b), "run_a": a.run_name(),
-                          "run_b": b.run_name(), "num_alphas": grid.num_alphas,
+                          "run_b": b.run_name(), "num_alphas": grid.num_alphas, "device": device,
                           "interpolation": paths.interpolation_name(a.run_name(), b.run_name(), grid.num_alphas)})
     return tasks
 
@@ -82,7 +82,7 @@ def _pair_lock(task: dict, root) -> Path:
 
 def _run_locked(task: dict, root, events: Path | None) -> dict:
     """Train both children and interpolate them; the caller holds the pair's lock."""
-    from experiments.train import train
+    from experiments.training import train
 
     t0 = time.perf_counter()
     record = {"cell": task["cell"], "pair": task["pair"], "run_a": task["run_a"], "run_b": task["run_b"],
@@ -94,14 +94,15 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
         for child in child_configs(cfg, tuple(task["seeds_a"]), tuple(task["seeds_b"])):
             # Under the pair lock, "not DONE before, DONE after" means this worker trained it.
             was_done = (paths.run_dir(child.run_name(), root) / paths.DONE).exists()
-            runs.append(train(child, root, progress=False))
+            runs.append(train(child, root, device=task["device"], progress=False))
             if not was_done:
                 record["trained"].append(runs[-1].name)
         out = paths.interpolation_dir(task["interpolation"], root)
         if not (out / paths.BARRIERS).exists():
             from experiments.interpolate import interpolate_runs
 
-            interpolate_runs(runs[0], runs[1], num_alphas=task["num_alphas"], root=root, progress=False)
+            interpolate_runs(runs[0], runs[1], num_alphas=task["num_alphas"], root=root, progress=False,
+                             device=task["device"])
             record["interpolated"] = True
     except Exception as exc:  # one failed pair must not lose the others' results
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -196,7 +197,7 @@ def _close_pool(pool, grace_s: float = 30.0) -> None:
 def _submitit(tasks, root, executor, jobs, events, slurm, log) -> list[dict]:
     import submitit
 
-    folder = Path(slurm.get("folder") or Path(root) / "submitit")
+    folder = Path(slurm.get("folder") or paths.results_root(root) / paths.SUBMITIT_LOGS)
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm" if executor == "slurm" else "local")
     params = {"timeout_min": int(slurm.get("timeout_min", 24 * 60)),
               "cpus_per_task": int(slurm.get("cpus_per_task", 2))}

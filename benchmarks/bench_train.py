@@ -28,7 +28,7 @@ def main() -> int:
 
     import beton_builders
     from experiments.config import TrainConfig
-    from experiments.train import build_model, build_optimizer, evaluate, resolve_device, set_deterministic
+    from experiments.training import build_model, build_optimizer, resolve_device, set_deterministic, task_for
     from lmc import paths
     from pipelines import load_split, make_loader, normalize
 
@@ -41,8 +41,8 @@ def main() -> int:
 
     src = paths.data_root() / "mnist" if args.dataset == "mnist" else None
     betons = beton_builders.ensure(args.dataset, src=src)
-    cfg = TrainConfig(dataset=args.dataset, device=args.device)
-    dev = resolve_device(cfg.device)
+    cfg = TrainConfig(dataset=args.dataset)
+    dev = resolve_device(args.device)
     set_deterministic()
     x_all, y_all = load_split(betons["train"], device=dev)
     loader = make_loader(betons["train"], batch_size=cfg.batch_size, order_seed=1, aug_seed=1,
@@ -91,20 +91,20 @@ def main() -> int:
     # Interpolation vs T forward passes over the same (test) split.
     from experiments.interpolate import lerp_state
 
-    x_test, y_test = load_split(betons["test"], device=dev)
+    task = task_for(cfg, device=dev)
     a = build_model(cfg, shape, manifest["num_classes"]).to(dev)
     b = build_model(TrainConfig(init_seed=1), shape, manifest["num_classes"]).to(dev)
     sa, sb = a.state_dict(), b.state_dict()
-    evaluate(a, x_test, y_test, manifest)  # warm-up
+    task.evaluate(a, "test")  # warm-up (decodes the split once)
     t0 = time.perf_counter()
     for alpha in torch.linspace(0, 1, args.alphas).tolist():
         a.load_state_dict(lerp_state(sa, sb, alpha))
-        evaluate(a, x_test, y_test, manifest)
+        task.evaluate(a, "test")
     sync()
     t_interp = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(args.alphas):
-        evaluate(b, x_test, y_test, manifest)
+        task.evaluate(b, "test")
     sync()
     t_fwd = time.perf_counter() - t0
 

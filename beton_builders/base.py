@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from beton_builders.writer import write_arrays
+from lmc import paths
 
 SPLITS = ("train", "test")
 
@@ -46,7 +47,7 @@ def write_splits(dataset: str, out_dir, loaded: dict[str, Split], *, encoding: s
     """Write ``<out_dir>/<split>.beton`` + manifest for each loaded split; return the paths."""
     out = {}
     for split, s in loaded.items():
-        beton = Path(out_dir) / f"{split}.beton"
+        beton = paths.split_file(out_dir, split, ".beton")
         t0 = time.perf_counter()
         write_arrays(s.x, s.y, beton, dataset=dataset, split=split, sources=s.sources,
                      num_classes=s.num_classes, label_names=s.label_names, extra_labels=s.extra_labels,

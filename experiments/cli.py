@@ -14,19 +14,27 @@ DATASET_SHAPES = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10)
 def _seed_pair(text: str) -> tuple[int, int]:
     import argparse
 
+    from lmc.seeds import parse_seed_pair
+
     try:
-        order, aug = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ORDER_SEED,AUG_SEED (two integers), got {text!r}") from None
-    if order < 0 or aug < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
-    return order, aug
+        return parse_seed_pair(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _execution(p) -> None:
+    """Where and how to run: not part of a run's config, so not part of its name."""
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto picks cuda when available (recorded in provenance.json, not in the run's name)")
+    p.add_argument("--results", default=None, help="results root (default: $LMC_RESULTS or ./results)")
 
 
 def _common(p) -> None:
     cfglib.add_arguments(p, TrainConfig)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="strict overrides, e.g. lr=0.01")
-    p.add_argument("--results", default=None, help="results root (default: $LMC_RESULTS or ./results)")
+    _execution(p)
+    p.add_argument("--allow-device-change", action="store_true",
+                   help="resume a run checkpointed on another kind of device (recorded in provenance.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -49,8 +57,9 @@ def register(sub) -> None:
     p.add_argument("run_b", help="run directory of endpoint B")
     p.add_argument("--alphas", type=int, default=11, help="number of evenly spaced α in [0, 1] (default 11)")
     p.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
-    p.add_argument("--results", default=None)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--allow-different", action="store_true",
+                   help="interpolate runs whose settings differ beyond their noise (recorded in barriers.json)")
+    _execution(p)
     p.set_defaults(func=_interpolate)
 
     p = sub.add_parser("models", help="parameter counts of the model families (Table 3)")
@@ -62,38 +71,54 @@ def _config(args) -> TrainConfig:
     return cfglib.apply_overrides(cfglib.from_args(TrainConfig, args), args.set)
 
 
+def _ensure_data(cfg: TrainConfig, root) -> None:
+    """The command builds a missing dataset it knows how to build; the trainer never does."""
+    import beton_builders
+    from beton_builders.registry import DATASETS
+
+    if cfg.dataset in DATASETS:
+        beton_builders.ensure(cfg.dataset, root)
+
+
 def _train(args) -> int:
-    from experiments.train import train
+    from experiments.training import train
+    from lmc import paths
 
     cfg = _config(args)  # validated before anything is written
-    run = train(cfg, args.results, progress=not args.quiet)
+    paths.check_layout(args.results)
+    _ensure_data(cfg, args.results)
+    run = train(cfg, args.results, device=args.device, progress=not args.quiet,
+                allow_device_change=args.allow_device_change)
     print(run)
     return 0
 
 
 def _train_pair(args) -> int:
     from experiments.pairs import train_pair
+    from lmc import paths
+    from lmc.errors import UsageError
 
     cfg = _config(args)
     if args.seeds_a == args.seeds_b and not args.same_noise:
-        from lmc.errors import UsageError
-
         raise UsageError(f"--seeds-a and --seeds-b are both {args.seeds_a}; use --same-noise for that control")
+    paths.check_layout(args.results)
+    _ensure_data(cfg, args.results)
     run_a, run_b = train_pair(cfg, args.seeds_a, args.seeds_b, same_noise=args.same_noise, root=args.results,
-                              progress=not args.quiet)
+                              device=args.device, progress=not args.quiet,
+                              allow_device_change=args.allow_device_change)
     print(run_a)
     print(run_b)
     if args.same_noise:
-        return _same_noise_verdict(run_a, run_b, args.results)
+        return _same_noise_verdict(run_a, run_b, args)
     if args.interpolate:
         from experiments.interpolate import interpolate_runs
 
-        _, bars = interpolate_runs(run_a, run_b, root=args.results, progress=not args.quiet)
+        _, bars = interpolate_runs(run_a, run_b, root=args.results, device=args.device, progress=not args.quiet)
         print(bars[["split", "error_barrier_pct", "loss_barrier", "acc_a", "acc_b"]].to_markdown(index=False))
     return 0
 
 
-def _same_noise_verdict(run_a, run_b, root) -> int:
+def _same_noise_verdict(run_a, run_b, args) -> int:
     import torch
 
     from experiments.interpolate import interpolate_runs, load_final
@@ -101,7 +126,7 @@ def _same_noise_verdict(run_a, run_b, root) -> int:
     _, sa = load_final(run_a)
     _, sb = load_final(run_b)
     identical = all(torch.equal(sa[k], sb[k]) for k in sa)
-    _, bars = interpolate_runs(run_a, run_b, root=root, progress=False)
+    _, bars = interpolate_runs(run_a, run_b, root=args.results, device=args.device, progress=False)
     zero = bool((bars.error_barrier == 0).all() and (bars.loss_barrier == 0).all())
     print(json.dumps({"identical_weights": identical, "barrier_exactly_zero": zero}))
     return 0 if identical and zero else 1
@@ -109,14 +134,13 @@ def _same_noise_verdict(run_a, run_b, root) -> int:
 
 def _interpolate(args) -> int:
     from experiments.interpolate import interpolate_runs
+    from lmc.errors import UsageError
 
     splits = tuple(s for s in args.splits.split(",") if s)
     if args.alphas < 2:
-        from lmc.errors import UsageError
-
         raise UsageError(f"--alphas must be at least 2 (α = 0 and 1), got {args.alphas}")
-    _, bars = interpolate_runs(args.run_a, args.run_b, num_alphas=args.alphas, splits=splits,
-                               root=args.results, device=args.device)
+    _, bars = interpolate_runs(args.run_a, args.run_b, num_alphas=args.alphas, splits=splits, root=args.results,
+                               device=args.device, allow_different=True if args.allow_different else ())
     cols = ["split", "error_barrier_pct", "normalized_barrier", "loss_barrier", "max_deviation", "acc_a", "acc_b"]
     print(bars[cols].to_markdown(index=False, floatfmt=".4f"))
     return 0

@@ -18,9 +18,10 @@ from lmc.config import ConfigError, param
 # Kept here (not imported from the model registry) so that reading or validating a config
 # never imports torch; tests check these match the registries.
 MODEL_NAMES = ("linear", "mlp", "cnn", "lc_cnn", "toeplitz_mlp", "attention")
-OPTIMIZERS = ("sgd", "adam")
-AUGMENTATIONS = ("none", "translate2", "translate_flip", "vit")
-DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+INIT_SCHEMES = ("torch", "kaiming_normal")
+AUGMENTATIONS = ("none", "translate2", "translate2_flip", "flip", "translate_flip", "vit")
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,19 @@ class TrainConfig:
     heads: int = param(8, "attention heads")
     head_dim: int = param(48, "dimension of each attention head")
     embed_dim: int = param(0, "token width D of attention (0 = 648, the width that gives the paper's 1.08 M parameters)")
+    init_scheme: str = param("torch", "initial weights: torch = PyTorch's defaults; kaiming_normal = Kaiming-normal "
+                                      "weights (fan-in, ReLU gain) and zero biases on every layer", INIT_SCHEMES)
     # Optimisation.
     optimizer: str = param("sgd", "optimiser", OPTIMIZERS)
     lr: float = param(0.1, "peak learning rate")
-    momentum: float = param(0.9, "SGD momentum (ignored by adam)")
-    weight_decay: float = param(0.0, "L2 weight decay")
+    momentum: float = param(0.9, "SGD momentum (ignored by adam/adamw)")
+    weight_decay: float = param(0.0, "L2 weight decay (adamw: decoupled weight decay)")
+    adam_beta1: float = param(0.9, "adam/adamw: decay of the first-moment estimate")
+    adam_beta2: float = param(0.999, "adam/adamw: decay of the second-moment estimate")
+    adam_eps: float = param(1e-8, "adam/adamw: epsilon added to the denominator")
+    schedule: str = param("constant", "learning rate after the warm-up: constant, or cosine decay to min_lr at the "
+                                      "last step", SCHEDULES)
+    min_lr: float = param(0.0, "cosine schedule: the learning rate at the last step")
     warmup_epochs: float = param(0.0, "linear learning-rate warm-up length in epochs (0 = none)")
     grad_clip: float = param(0.0, "clip the global gradient norm to this value (0 = off)")
     epochs: int = param(20, "training epochs")
@@ -58,15 +67,14 @@ class TrainConfig:
     replicate: int = param(0, "replicate index: a distinct run with identical settings (same-noise control)")
     # Evaluation and execution.
     eval_train_every: int = param(0, "evaluate on the whole clean train split every N epochs (0 = last epoch only)")
-    device: str = param("auto", "where to train: auto picks cuda when available", DEVICES)
 
     def __post_init__(self):
         def need(cond: bool, key: str, expected: str):
             if not cond:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
 
-        for key, choices in (("model", MODEL_NAMES), ("optimizer", OPTIMIZERS),
-                             ("augment", AUGMENTATIONS), ("device", DEVICES)):
+        for key, choices in (("model", MODEL_NAMES), ("optimizer", OPTIMIZERS), ("augment", AUGMENTATIONS),
+                             ("schedule", SCHEDULES), ("init_scheme", INIT_SCHEMES)):
             if getattr(self, key) not in choices:
                 raise ConfigError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(choices)}")
         need(self.lr > 0, "lr", "a positive learning rate")
@@ -78,6 +86,10 @@ class TrainConfig:
         need(0.0 <= self.slope <= 1.0, "slope", "a Leaky-ReLU slope in [0, 1]")
         need(0.0 <= self.momentum < 1.0, "momentum", "a value in [0, 1)")
         need(self.weight_decay >= 0, "weight_decay", "a non-negative value")
+        need(0.0 <= self.adam_beta1 < 1.0, "adam_beta1", "a value in [0, 1)")
+        need(0.0 <= self.adam_beta2 < 1.0, "adam_beta2", "a value in [0, 1)")
+        need(self.adam_eps > 0, "adam_eps", "a positive value")
+        need(0.0 <= self.min_lr <= self.lr, "min_lr", f"a value in [0, lr={self.lr}]")
         need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"a value in [0, epochs={self.epochs}]")
         need(self.grad_clip >= 0, "grad_clip", "a non-negative value (0 = off)")
         need(self.eval_train_every >= 0, "eval_train_every", "a non-negative integer")
@@ -102,4 +114,5 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return cfglib.from_dict(cls, data)
+        # Layout 1 kept the device in the config; it is an execution setting now (provenance).
+        return cfglib.from_dict(cls, {k: v for k, v in data.items() if k != "device"})

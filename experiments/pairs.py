@@ -33,8 +33,9 @@ def child_configs(cfg: TrainConfig, seeds_a: tuple[int, int], seeds_b: tuple[int
 
 
 def train_pair(cfg: TrainConfig, seeds_a=(1, 1), seeds_b=(2, 2), *, same_noise: bool = False, root=None,
-               progress: bool = True) -> tuple[Path, Path]:
-    from experiments.train import train
+               **train_options) -> tuple[Path, Path]:
+    """Both children, trained (or found finished); ``train_options`` go to ``training.train``."""
+    from experiments.training import train
 
     a, b = child_configs(cfg, seeds_a, seeds_b, same_noise)
-    return train(a, root, progress=progress), train(b, root, progress=progress)
+    return train(a, root, **train_options), train(b, root, **train_options)

@@ -37,6 +37,34 @@ CURVE_CSV = "curve.csv"
 CURVE_PARQUET = "curve.parquet"
 BARRIERS = "barriers.json"
 
+# File names inside a sweep's folder (``sweep_dir``) and the demo's folder (``demo_dir``).
+SWEEP_PLAN = "plan.json"
+SWEEP_EVENTS = "events.jsonl"
+SWEEP_RESULTS = "results.parquet"
+SWEEP_SUMMARY = "summary.json"
+SUBMITIT_LOGS = "submitit"
+DEMO_BARRIERS = "barriers"        # a table stem: .csv, .md, .tex beside each other
+DEMO_CURVES = "curves.csv"
+DEMO_FIGURE = "error_vs_alpha"    # a figure stem: .png, .pdf
+EMERGENCE_TABLE = "emergence"      # a table stem
+EMERGENCE_PAIRS = "pairs.csv"      # every (spawn step, seed pair, split) barrier row
+EMERGENCE_FIGURE = "emergence"     # a figure stem
+
+
+def table_files(stem: str | os.PathLike) -> dict[str, Path]:
+    """The files of one table: CSV, Markdown and LaTeX beside each other."""
+    return {suffix: Path(str(stem) + suffix) for suffix in (".csv", ".md", ".tex")}
+
+
+def figure_files(stem: str | os.PathLike) -> dict[str, Path]:
+    """The files of one figure: PNG and PDF beside each other."""
+    return {suffix: Path(str(stem) + suffix) for suffix in (".png", ".pdf")}
+
+
+def split_file(folder: str | os.PathLike, split: str, suffix: str) -> Path:
+    """``<folder>/<split><suffix>``: a split's .beton or manifest in a dataset folder."""
+    return Path(folder) / f"{split}{suffix}"
+
 
 def data_root() -> Path:
     """Folder holding the datasets' standard distribution files (never inside the repo)."""
@@ -57,7 +85,7 @@ def beton_dir(dataset: str, root: str | os.PathLike | None = None) -> Path:
 
 
 def beton_path(dataset: str, split: str, root: str | os.PathLike | None = None) -> Path:
-    return beton_dir(dataset, root) / f"{split}.beton"
+    return split_file(beton_dir(dataset, root), split, ".beton")
 
 
 def manifest_path(beton: str | os.PathLike) -> Path:
@@ -92,9 +120,10 @@ def interpolations_dir(root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / "interpolations"
 
 
-def interpolation_name(run_a: str, run_b: str, num_alphas: int) -> str:
-    """An interpolation is named by its two runs and its number of α values."""
-    return f"{run_a}__{run_b}-T{num_alphas}"
+def interpolation_name(run_a: str, run_b: str, num_alphas: int, splits=("train", "test")) -> str:
+    """An interpolation is named by its two runs, its number of α values and its splits, so a
+    train-only result is never taken for a complete one."""
+    return f"{run_a}__{run_b}-T{num_alphas}-{'+'.join(splits)}"
 
 
 def interpolation_dir(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -117,6 +146,14 @@ def demo_dir(root: str | os.PathLike | None = None) -> Path:
     return results_root(root) / "demo"
 
 
+def emergence_dir(config_name: str, spawn_steps, seeds: int, root: str | os.PathLike | None = None) -> Path:
+    """``lmc emergence``'s outputs for one config, its spawn steps and its number of seed pairs."""
+    import hashlib
+
+    steps = hashlib.sha256(",".join(map(str, spawn_steps)).encode()).hexdigest()[:8]
+    return results_root(root) / "emergence" / f"{config_name}-k{steps}-S{seeds}"
+
+
 
 
 # -- the layout's version ---------------------------------------------------------------------
@@ -124,7 +161,9 @@ def demo_dir(root: str | os.PathLike | None = None) -> Path:
 # Bump when the results layout changes in a way older code cannot read (or newer code must not
 # mix with): a results root stamped with another version is refused by every command that
 # writes results (train, interpolate, demo, reproduce, report).
-LAYOUT_VERSION = "1"
+# 2: the device left run names (it is provenance), interpolation names carry their splits,
+#    checkpoints carry checksums.
+LAYOUT_VERSION = "2"
 LAYOUT_FILE = "LAYOUT_VERSION"
 
 

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-Purpose = Literal["init", "order", "aug", "eval"]
-PURPOSES: tuple[str, ...] = ("init", "order", "aug", "eval")
+Purpose = Literal["init", "order", "aug"]
+PURPOSES: tuple[str, ...] = ("init", "order", "aug")
 
 
 def check_seed(value, name: str = "seed") -> int:
@@ -68,3 +68,14 @@ def ffcv_order_seed(order_seed: int) -> int:
 def aug_key(aug_seed: int) -> int:
     """The 63-bit key from which every per-sample augmentation draw is hashed."""
     return derive(aug_seed, "aug")
+
+
+def parse_seed_pair(text: str) -> tuple[int, int]:
+    """``"ORDER,AUG"`` -> (order seed, augmentation seed); anything else is a one-line error."""
+    from lmc.errors import UsageError
+
+    parts = str(text).split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UsageError(f"expected ORDER_SEED,AUG_SEED, written ORDER,AUG as two non-negative integers such as "
+                         f"1,1; got {text!r}")
+    return int(parts[0]), int(parts[1])

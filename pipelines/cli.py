@@ -31,37 +31,17 @@ def register(sub) -> None:
     d.set_defaults(func=_digest)
 
 
-def _user_errors():
-    """ManifestError is a ValueError in older trees; report it as a usage error either way."""
-    from lmc.manifest import ManifestError
-    from lmc.errors import UsageError
-
-    return ManifestError, UsageError
-
-
-def _parse_pairs(items) -> tuple[tuple[int, int], ...]:
-    from lmc.errors import UsageError
-
-    pairs = []
-    for item in items:
-        parts = item.split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise UsageError(f"--seeds: {item!r} is not ORDER,AUG with two non-negative integers")
-        pairs.append((int(parts[0]), int(parts[1])))
-    return tuple(pairs)
-
-
 def _show(args) -> int:
     from pipelines.figure import render
 
-    manifest_error, usage_error = _user_errors()
+    from lmc.errors import UsageError
+    from lmc.seeds import parse_seed_pair
+
     if args.images < 1 or args.inits < 1:
-        raise usage_error("--images and --inits must be >= 1")
-    try:
-        result = render(args.beton, args.out, seed_pairs=_parse_pairs(args.seeds), inits=args.inits,
-                        images=args.images, augment=args.augment)
-    except manifest_error as exc:
-        raise usage_error(str(exc)) from None
+        raise UsageError("--images and --inits must be >= 1")
+    seed_pairs = tuple(parse_seed_pair(item) for item in args.seeds)
+    result = render(args.beton, args.out, seed_pairs=seed_pairs, inits=args.inits, images=args.images,
+                    augment=args.augment)
     print(json.dumps(result, sort_keys=True))
     return 0 if all(result["identical"].values()) else 1
 
@@ -69,12 +49,7 @@ def _show(args) -> int:
 def _digest(args) -> int:
     from pipelines.digest import loader_digest
 
-    manifest_error, usage_error = _user_errors()
-    try:
-        epochs = loader_digest(args.beton, order_seed=args.order_seed, aug_seed=args.aug_seed,
-                               augment=args.augment, epochs=args.epochs, batch_size=args.batch_size,
-                               workers=args.workers)
-    except manifest_error as exc:
-        raise usage_error(str(exc)) from None
+    epochs = loader_digest(args.beton, order_seed=args.order_seed, aug_seed=args.aug_seed, augment=args.augment,
+                           epochs=args.epochs, batch_size=args.batch_size, workers=args.workers)
     print(json.dumps(epochs, indent=2, sort_keys=True))
     return 0

@@ -46,8 +46,7 @@ def small_config(**overrides):
     """A run that trains in about a second on the CPU: small MLP, 2 epochs, 600 images."""
     from experiments.config import TrainConfig
 
-    base = dict(dataset="mnist_small", model="mlp", depth=2, width=32, epochs=2, batch_size=32, lr=0.02,
-                device="cpu")
+    base = dict(dataset="mnist_small", model="mlp", depth=2, width=32, epochs=2, batch_size=32, lr=0.02)
     base.update(overrides)
     return TrainConfig(**base)
 

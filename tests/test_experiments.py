@@ -12,7 +12,7 @@ from lmc import paths
 
 @pytest.fixture(scope="module")
 def trained(mnist_small, results_root):
-    from experiments.train import train
+    from experiments.training import train
 
     cfg = small_config(order_seed=1, aug_seed=1)
     return train(cfg, results_root, progress=False)
@@ -35,19 +35,23 @@ def test_run_directory_layout(trained):
     assert metrics[-1]["test_acc"] > 0.5
     assert (trained / paths.DONE).exists() and (trained / paths.FINAL).exists()
     prov = json.loads((trained / paths.PROVENANCE).read_text())
-    assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov["versions"]["torch"]
-    assert prov["data_manifest"]
+    from importlib.metadata import version
+
+    assert prov["versions"]["torch"] == version("torch")
+    manifest = json.loads(paths.manifest_path(paths.beton_path("mnist_small", "train")).read_text())
+    assert prov["device"] == "cpu" and prov["data_manifest"] == manifest["beton_sha256"][:16]
     digest = json.loads((trained / paths.DIGEST).read_text())
     assert len(digest["epochs"]) == 2
-    # Only the newest epoch checkpoint is kept.
-    assert [p.name for p in (trained / paths.CHECKPOINTS).iterdir()] == ["epoch_0002.pt"]
+    # The two newest epoch checkpoints are kept, each with its checksum.
+    assert sorted(p.name for p in (trained / paths.CHECKPOINTS).iterdir()) == [
+        "epoch_0001.pt", "epoch_0001.pt.sha256", "epoch_0002.pt", "epoch_0002.pt.sha256"]
 
 
 def test_identical_seeds_identical_weights(trained, mnist_small, tmp_path):
     """Same config, a fresh results root (so nothing is cached): bitwise-identical weights."""
     import shutil
 
-    from experiments.train import train
+    from experiments.training import train
 
     root = tmp_path / "again"
     shutil.copytree(paths.beton_dir("mnist_small"), paths.beton_dir("mnist_small", root))
@@ -56,13 +60,13 @@ def test_identical_seeds_identical_weights(trained, mnist_small, tmp_path):
 
 
 def test_changing_only_the_order_seed_changes_weights(trained, results_root):
-    from experiments.train import train
+    from experiments.training import train
 
     other = train(small_config(order_seed=2, aug_seed=1), results_root, progress=False)
     a, b = final_state(trained), final_state(other)
     assert not state_equal(a, b)
     # Same init seed: before training they were the same network.
-    from experiments.train import build_model
+    from experiments.training import build_model
 
     m1 = build_model(small_config(order_seed=1), (1, 28, 28), 10)
     m2 = build_model(small_config(order_seed=2), (1, 28, 28), 10)
@@ -70,7 +74,7 @@ def test_changing_only_the_order_seed_changes_weights(trained, results_root):
 
 
 def test_finished_run_is_skipped(trained, results_root):
-    from experiments.train import train
+    from experiments.training import train
 
     before = (trained / paths.FINAL).stat().st_mtime_ns
     assert train(small_config(order_seed=1, aug_seed=1), results_root, progress=False) == trained
@@ -84,18 +88,18 @@ def test_resume_is_bitwise(mnist_small, tmp_path, device):
     RNG states must come back as CPU tensors)."""
     import shutil
 
-    from experiments.train import train
+    from experiments.training import train
 
     roots = {}
     for name in ("straight", "resumed"):
         roots[name] = tmp_path / name
         shutil.copytree(paths.beton_dir("mnist_small"), paths.beton_dir("mnist_small", roots[name]))
-    cfg = small_config(order_seed=3, aug_seed=4, optimizer="adam", lr=0.001, warmup_epochs=1.0, device=device)
-    straight = train(cfg, roots["straight"], progress=False)
-    partial = train(cfg, roots["resumed"], progress=False, stop_after_epochs=1)
+    cfg = small_config(order_seed=3, aug_seed=4, optimizer="adam", lr=0.001, warmup_epochs=1.0)
+    straight = train(cfg, roots["straight"], device=device, progress=False)
+    partial = train(cfg, roots["resumed"], device=device, progress=False, stop_after_epochs=1)
     assert not (partial / paths.DONE).exists()
-    assert [p.name for p in (partial / paths.CHECKPOINTS).iterdir()] == ["epoch_0001.pt"]
-    resumed = train(cfg, roots["resumed"], progress=False)
+    assert [p.name for p in (partial / paths.CHECKPOINTS).glob("*.pt")] == ["epoch_0001.pt"]
+    resumed = train(cfg, roots["resumed"], device=device, progress=False)
     assert state_equal(final_state(straight), final_state(resumed))
     lines = (resumed / paths.METRICS).read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
@@ -104,7 +108,7 @@ def test_resume_is_bitwise(mnist_small, tmp_path, device):
 def test_spawn_with_the_parents_own_noise_equals_plain_training(mnist_small, results_root):
     """A child spawned at step k that keeps the parent's seeds must equal the unspawned run:
     the parent phase, the hand-over mid-epoch and the rest of the epoch all line up."""
-    from experiments.train import train
+    from experiments.training import train
 
     plain = train(small_config(order_seed=5, aug_seed=6), results_root, progress=False)
     spawned = train(small_config(order_seed=5, aug_seed=6, spawn_step=4, parent_order_seed=5,
@@ -126,7 +130,7 @@ def test_self_interpolation_has_zero_barrier(trained, results_root):
 
 def test_endpoints_reproduce_the_runs_metrics_exactly(trained, results_root):
     from experiments.interpolate import interpolate_runs
-    from experiments.train import train
+    from experiments.training import train
 
     other = train(small_config(order_seed=2, aug_seed=2), results_root, progress=False)
     curve, bars = interpolate_runs(trained, other, root=results_root, progress=False)
@@ -136,7 +140,7 @@ def test_endpoints_reproduce_the_runs_metrics_exactly(trained, results_root):
         for alpha, run in ((0.0, trained), (1.0, other)):
             assert rows.loc[alpha, "loss"] == last[run][f"{split}_loss"]
             assert rows.loc[alpha, "accuracy"] == last[run][f"{split}_acc"]
-    out = paths.interpolation_dir(f"{trained.name}__{other.name}-T11", results_root)
+    out = paths.interpolation_dir(f"{trained.name}__{other.name}-T11-train+test", results_root)
     assert (out / paths.CURVE_PARQUET).exists() and (out / paths.BARRIERS).exists()
     assert (bars.error_barrier >= 0).all()
 
@@ -154,20 +158,26 @@ def test_same_noise_control(mnist_small, results_root):
 
 def test_interpolation_refuses_mismatched_shapes(trained, results_root):
     from experiments.interpolate import InterpolationError, interpolate_runs
-    from experiments.train import train
+    from experiments.training import train
 
     wide = train(small_config(width=48, epochs=1), results_root, progress=False)
-    with pytest.raises(InterpolationError, match=r"'layers\.0\.weight'|weight"):
+    with pytest.raises(InterpolationError, match=r"parameter 'layers\.0\.weight' differs in shape: A \(32, 784\) vs B \(48, 784\)"):
         interpolate_runs(trained, wide, root=results_root, progress=False, write=False)
 
 
-def test_different_init_seeds_warn(trained, results_root):
-    from experiments.interpolate import interpolate_runs
-    from experiments.train import train
+def test_different_init_seeds_are_refused_unless_allowed(trained, results_root):
+    from experiments.interpolate import InterpolationError, interpolate_runs
+    from experiments.training import train
 
     other = train(small_config(init_seed=1, epochs=1), results_root, progress=False)
-    with pytest.warns(UserWarning, match="init seeds"):
+    with pytest.raises(InterpolationError, match=r"not a pair: they differ in epochs 2 vs 1, init_seed 0 vs 1"):
         interpolate_runs(trained, other, root=results_root, progress=False, write=False, splits=("test",))
+    _, bars = interpolate_runs(trained, other, root=results_root, progress=False, splits=("test",),
+                               allow_different=True)
+    record = json.loads((paths.interpolation_dir(paths.interpolation_name(trained.name, other.name, 11, ("test",)),
+                                                 results_root) / paths.BARRIERS).read_text())
+    assert record["allowed_differences"] == {"epochs": [2, 1], "init_seed": [0, 1]}
+    assert record["splits"] == ["test"]
 
 
 def test_training_refuses_a_results_root_of_another_layout_version(mnist_small, tmp_path):
@@ -190,7 +200,7 @@ def test_training_refuses_a_results_root_of_another_layout_version(mnist_small, 
 
 def test_attention_embed_dim_is_a_config_field():
     from experiments.config import TrainConfig
-    from experiments.train import build_model
+    from experiments.training import build_model
 
     paper = build_model(TrainConfig(model="attention"), (3, 32, 32), 10)
     small = build_model(TrainConfig(model="attention", embed_dim=64, heads=2, head_dim=16), (3, 32, 32), 10)

@@ -24,7 +24,7 @@ model = "mlp"
 dataset = "mnist_small"
 width = 16
 batch_size = 64
-device = "cpu"
+
 
 [scales.quick]
 notes = "two epochs on 600 real digits"
@@ -161,10 +161,11 @@ def test_incompatible_results_directory_is_refused(tmp_path):
     from lmc.paths import check_layout
 
     check_layout(tmp_path)  # a fresh root is stamped
-    assert (tmp_path / "LAYOUT_VERSION").read_text().split()[-1] == "1"
-    (tmp_path / "LAYOUT_VERSION").write_text("lmc-results-layout 0\n")
+    assert (tmp_path / "LAYOUT_VERSION").read_text().split()[-1] == "2"
+    # A root of the previous layout (device in run names, no checksums): refused, not mixed.
+    (tmp_path / "LAYOUT_VERSION").write_text("lmc-results-layout 1\n")
     result = lmc("reproduce", "table3", "--results", str(tmp_path))
-    assert result.returncode == 2 and "layout version 0" in result.stderr
+    assert result.returncode == 2 and "layout version 1" in result.stderr
 
 
 def test_seed_pairs_are_distinct():

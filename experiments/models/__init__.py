@@ -28,6 +28,7 @@ from torch import nn
 
 from ._checks import image_shape, positive_int, slope_in_unit_interval
 from .attention import PAPER_EMBED_DIM, AttentionConfig, AttentionNet
+from .init import INIT_SCHEMES, apply_init
 from .linear import LinearConfig, LinearNet
 from .mlp import MLP, MLPConfig
 from .toeplitz import (ConvNet, LocallyConnectedNet, ToeplitzConfig, ToeplitzMLP,
@@ -35,7 +36,7 @@ from .toeplitz import (ConvNet, LocallyConnectedNet, ToeplitzConfig, ToeplitzMLP
                        toeplitz_mlp_from_lc_cnn)
 
 __all__ = [
-    "MODEL_NAMES", "build_model", "count_parameters", "parameter_table",
+    "MODEL_NAMES", "INIT_SCHEMES", "build_model", "count_parameters", "parameter_table",
     "lc_cnn_from_cnn", "toeplitz_mlp_from_lc_cnn", "toeplitz_mlp_from_cnn", "toeplitz_matrix",
     "PAPER_EMBED_DIM", "PAPER_MILLIONS",
 ]
@@ -65,8 +66,9 @@ PAPER_MILLIONS: dict[str, float] = {"cnn": 0.09, "lc_cnn": 0.48, "toeplitz_mlp":
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 depth: int = 2, width: int = 512, slope: float = 0.0, channels: int = 128,
                 kernel: int = 4, heads: int = 8, head_dim: int = 48,
-                embed_dim: int | None = None) -> nn.Module:
-    """A freshly initialised model of family ``name`` for (C, H, W) images and ``num_classes``."""
+                embed_dim: int | None = None, init_scheme: str = "torch") -> nn.Module:
+    """A freshly initialised model of family ``name`` for (C, H, W) images and ``num_classes``;
+    ``init_scheme`` other than ``torch`` re-draws its weights (``models/init.py``)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
     input_shape = image_shape(input_shape)
@@ -77,7 +79,7 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
               kernel=positive_int(kernel, "kernel"), heads=positive_int(heads, "heads"),
               head_dim=positive_int(head_dim, "head_dim"),
               embed_dim=None if embed_dim is None else positive_int(embed_dim, "embed_dim"))
-    return _REGISTRY[name](input_shape, int(num_classes), hp)
+    return apply_init(_REGISTRY[name](input_shape, int(num_classes), hp), init_scheme)
 
 
 def count_parameters(model: nn.Module) -> int:

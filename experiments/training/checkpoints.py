@@ -1,0 +1,130 @@
+"""Checkpoints you can trust: written atomically, checksummed, kept two deep.
+
+A checkpoint is a plain ``torch.save`` file (so ``torch.load`` reads it anywhere) with a
+sidecar ``<name>.sha256`` holding the sha256 of its bytes, written after it. A file whose
+sidecar is missing (a crash between the two writes) or disagrees (a truncated or flipped
+file) is *damaged*: loading it raises :class:`DamagedCheckpoint`, and a resuming run falls back
+to the previous epoch's checkpoint, which is why the two newest are kept. Every checkpoint
+carries its config, its step and epoch, the device it was written on and every RNG state,
+so a run resumed from it continues bit for bit.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmc import paths
+from lmc.errors import UserError
+from lmc.io import atomic_write_text, atomic_write_with
+
+FORMAT = 2
+KEEP = 2  # epoch checkpoints kept: the newest, and one to fall back to if the newest is damaged
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint whose bytes do not match its checksum (or that torch cannot read)."""
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def save(path: Path, state: dict) -> None:
+    """Write ``state`` atomically, then its checksum (the pair is complete only when both exist)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def load(path: Path) -> dict:
+    """Read a checkpoint after checking its bytes against its checksum; tensors land on the CPU
+    (RNG states must stay CPU ByteTensors; load_state_dict moves the rest to the model's device)."""
+    path = Path(path)
+    sidecar = _sidecar(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{path}: missing") from None
+    if not sidecar.exists():
+        raise DamagedCheckpoint(f"{path}: no checksum file {sidecar.name} (its write was interrupted)")
+    expected = sidecar.read_text().strip()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise DamagedCheckpoint(f"{path}: its bytes do not match {sidecar.name} (truncated or corrupted)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as exc:  # a file that matches its checksum but was never a checkpoint
+        raise DamagedCheckpoint(f"{path}: torch cannot read it ({type(exc).__name__})") from None
+
+
+def remove(path: Path) -> None:
+    _sidecar(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+# -- RNG states -------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# -- a run's checkpoints ------------------------------------------------------------------------
+
+def training_state(config: dict, model, optimizer, epoch: int, step: int, device: torch.device,
+                   hooks: dict | None = None) -> dict:
+    return {"format": FORMAT, "config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "hooks": hooks or {}, "epoch": epoch, "step": step, "device": device.type, "rng": rng_state()}
+
+
+def restore(state, ckpt: dict, hooks: list, steps_per_epoch: int) -> None:
+    """Put a saved training state (an epoch's or a spawn step's) back into ``state`` and ``hooks``."""
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    state.step = ckpt["step"]
+    state.epoch = state.step // steps_per_epoch  # epochs completed; a spawn step may fall mid-epoch
+    for hook in hooks:
+        if hook.name in ckpt.get("hooks", {}):
+            hook.load_state_dict(ckpt["hooks"][hook.name])
+
+
+def epoch_checkpoints(run: Path) -> list[Path]:
+    """The run's epoch checkpoints, oldest first."""
+    return sorted((Path(run) / paths.CHECKPOINTS).glob("epoch_*.pt"))
+
+
+def save_epoch(run: Path, state: dict) -> Path:
+    """Save the checkpoint of ``state['epoch']`` and drop all but the ``KEEP`` newest."""
+    path = paths.checkpoint_path(run, state["epoch"])
+    save(path, state)
+    for old in epoch_checkpoints(run)[:-KEEP]:
+        remove(old)
+    return path
+
+
+def latest_good(run: Path, warn=print) -> dict | None:
+    """The newest epoch checkpoint that passes its checksum; each damaged newer one is reported
+    in one line (``warn``) and skipped. None when there is none to resume from."""
+    for path in reversed(epoch_checkpoints(run)):
+        try:
+            return load(path)
+        except DamagedCheckpoint as exc:
+            warn(f"skipping a damaged checkpoint: {exc}; resuming from the one before")
+    return None
