@@ -24,7 +24,7 @@ def build_parser() -> Parser:
     from analysis import cli as analysis_cli
     from beton_builders import cli as beton_cli
     from experiments import cli as experiments_cli
-    from app import demo, reproduce
+    from app import demo, emergence, reproduce
     from pipelines import cli as pipelines_cli
 
     parser = Parser(prog="lmc", description=__doc__.splitlines()[0] + " See README.md.")
@@ -35,6 +35,7 @@ def build_parser() -> Parser:
     beton_cli.register(sub)
     pipelines_cli.register(sub)
     experiments_cli.register(sub)
+    emergence.register(sub)
     analysis_cli.register(sub)
     return parser
 

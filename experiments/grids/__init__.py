@@ -30,6 +30,7 @@ SCALES = ("paper", "quick")
 ARTEFACTS = {
     "table1": "table1.toml", "table2": "table2.toml", "table3": "table3.toml", "table4": "figure3.toml",
     "figure1": "figure1.toml", "figure2": "figure2.toml", "figure3": "figure3.toml", "figure5": "figure5.toml",
+    "ablation_table2": "ablation_table2.toml",
 }
 # The sweep owns the seeds (``--seeds``): a grid that set them would break the pairing.
 SEED_KEYS = ("init_seed", "order_seed", "aug_seed", "parent_order_seed", "parent_aug_seed", "replicate")
