@@ -10,7 +10,7 @@ augment=..., batch_size=..., drop_last=...).iter_epoch(e)`` gives:
 * batches are slices of that order, and each sample's pixels come from the split decoded once
   by ``load_split`` and augmented by ``pipelines.device_augment`` (the kernel's function of
   (aug seed, epoch, index), in torch);
-* normalisation goes through the loader's own lookup table, computed by ``normalize_with``.
+* normalisation is ``normalize_with``, the function behind the loader's lookup table.
 
 No FFCV worker thread, no numba and no host copy per batch: one gather and a few tensor ops
 per step for all R replicas at once, on the device the split sits on.
@@ -47,15 +47,6 @@ def epoch_order(order_seed: int | None, epoch: int, num_samples: int) -> np.ndar
     return rng.permutation(np.arange(num_samples, dtype=np.uint64)).astype(np.int64)
 
 
-def lookup_table(manifest: dict, normalize: bool) -> torch.Tensor | None:
-    """The CPU loader's per-channel table (C, 256): normalised float32 values, or None for uint8."""
-    if not normalize:
-        return None
-    channels = len(manifest["mean"])
-    grey_levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(channels, 1, 256)
-    return normalize_with(grey_levels, *manifest_stats(manifest, "cpu")).reshape(channels, 256)
-
-
 class ReplicaLoader:
     """Stacked batches of R replicas over one split on one device; build it with
     :func:`make_replica_loader`. Step b of epoch e yields images (R, B, C, H, W), labels (R, B)
@@ -69,9 +60,10 @@ class ReplicaLoader:
         self.drop_last, self.normalize = drop_last, normalize
         self.device = images.device
         self.num_samples = int(images.shape[0])
-        self.lut = lookup_table(manifest, normalize)
-        if self.lut is not None:
-            self.lut = self.lut.to(self.device)
+        # normalize_with on the device, as the loader's CUDA path does; on the CPU it computes the
+        # same float32 operations as the CPU loader's lookup table, hence the same bits, and a
+        # table lookup per pixel costs ten times more than the arithmetic here.
+        self._stats = manifest_stats(manifest, self.device) if normalize else None
         self._keys = torch.tensor([seeds.aug_key(r.aug_seed) for r in replicas], dtype=torch.int64,
                                   device=self.device)
 
@@ -104,7 +96,9 @@ class ReplicaLoader:
             b = idx.shape[1]
             flat = idx.reshape(-1)
             keys = self._keys[:, None].expand(r, b).reshape(-1)
-            x = augment_on_device(self.images[flat], flat, keys, epoch, self.augment, self.lut)
+            x = augment_on_device(self.images[flat], flat, keys, epoch, self.augment)
+            if self._stats is not None:
+                x = normalize_with(x, *self._stats)
             yield x.view(r, b, c, h, w), labels[:, start:start + b], idx
 
     def replica(self, r: int) -> "ReplicaView":

@@ -13,7 +13,8 @@ from lmc import seeds
 from lmc.config import ConfigError
 from pipelines import AUGMENTATIONS, AugmentConfig, kernel, make_loader
 from pipelines import device_augment as da
-from pipelines.device_data import epoch_order, lookup_table, make_replica_loader, replica_digest
+from pipelines.normalization import normalize_with
+from pipelines.device_data import epoch_order, make_replica_loader, replica_digest
 from pipelines_fixtures import cifar_arrays, cifar_train, mnist_train
 
 # Every preset, plus configs that reach what the presets do not: a fill level, a crop with a
@@ -101,7 +102,9 @@ def test_device_augmentation_equals_the_kernel_bitwise_on_real_images(name, mnis
             got = da.augment_on_device(_nchw(images), torch.from_numpy(indices), key, epoch, cfg)
             assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), expected), (name, key, epoch)
         # The normalising lookup table of the CPU loader, float32 out.
-        lut = lookup_table({"mean": [120.0] * images.shape[3], "std": [64.0] * images.shape[3]}, True)
+        c = images.shape[3]
+        lut = normalize_with(torch.arange(256, dtype=torch.uint8).expand(c, 256), torch.full((c, 1), 120.0),
+                             torch.full((c, 1), 64.3))
         expected = kernel.apply(images, indices, 5, 2, cfg, lut=lut.numpy())
         got = da.augment_on_device(_nchw(images), torch.from_numpy(indices), 5, 2, cfg, lut)
         assert got.dtype == torch.float32 and np.array_equal(got.numpy(), expected)
