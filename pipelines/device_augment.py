@@ -19,6 +19,8 @@ Two things torch does differently, and how they are handled:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from pipelines import twin
@@ -76,10 +78,16 @@ def draws(keys, epoch: int, indices: torch.Tensor, cfg: AugmentConfig, shape) ->
     """
     indices = indices.to(torch.int64)
     dev, n = indices.device, indices.shape[0]
-    keys = torch.as_tensor(keys, dtype=torch.int64, device=dev).expand(n)
+    # Constants are made on the device (fill, arange), never copied from host memory: a copy from
+    # pageable memory makes the host wait for the GPU's queue, every batch.
+    if isinstance(keys, torch.Tensor):
+        keys = keys.to(device=dev, dtype=torch.int64).expand(n)
+    else:
+        keys = torch.full((n,), int(keys), dtype=torch.int64, device=dev)
     zeros = torch.zeros(n, dtype=torch.int64, device=dev)
-    out = {"ty": zeros, "tx": zeros, "cy": zeros, "cx": zeros, "flip": zeros.bool(),
-           "factors": torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64, device=dev).expand(n, 4),
+    identity = torch.ones(n, 4, dtype=torch.float64, device=dev)
+    identity[:, 3] = 0.0
+    out = {"ty": zeros, "tx": zeros, "cy": zeros, "cx": zeros, "flip": zeros.bool(), "factors": identity,
            "order": torch.arange(4, device=dev).expand(n, 4)}
     if cfg.translate > 0:
         st = sample_state(keys, twin.SALT_TRANSLATE, epoch, indices)
@@ -108,8 +116,9 @@ def draws(keys, epoch: int, indices: torch.Tensor, cfg: AugmentConfig, shape) ->
     return out
 
 
-def _lerp_taps(size: int, out_len: int, device):
-    """``kernel._lerp_table`` as tensors: (i0, i1, w1, den)."""
+@functools.lru_cache(maxsize=32)
+def _lerp_taps(size: int, out_len: int, device: torch.device):
+    """``kernel._lerp_table`` as tensors: (i0, i1, w1, den), copied to ``device`` once."""
     i0, i1, w1, den = twin.lerp_taps(size, out_len)
     return (*(torch.as_tensor(a, dtype=torch.int64, device=device) for a in (i0, i1, w1)), den)
 
@@ -141,7 +150,7 @@ def _geometry(images: torch.Tensor, d: dict, cfg: AugmentConfig) -> torch.Tensor
         top = wx0 * pick(y0, x0).to(torch.int64) + wx1 * pick(y0, x1).to(torch.int64)
         bot = wx0 * pick(y1, x0).to(torch.int64) + wx1 * pick(y1, x1).to(torch.int64)
         out = ((wy0 * top + wy1 * bot + den // 2) // den).to(torch.uint8)
-    return torch.where(inside[:, None], out, torch.tensor(cfg.fill, dtype=torch.uint8, device=dev))
+    return torch.where(inside[:, None], out, cfg.fill)
 
 
 def _grey(buf: torch.Tensor) -> torch.Tensor:
@@ -156,6 +165,12 @@ def _sequential_mean(grey: torch.Tensor) -> torch.Tensor:
     n, p = grey.shape
     columns = torch.cat([grey.t(), grey.new_zeros(p, 1)], 1) if n == 1 else grey.t()
     return columns.contiguous().cumsum(0)[-1, :n] / p
+
+
+@functools.lru_cache(maxsize=8)
+def _hue_sectors(device: torch.device) -> torch.Tensor:
+    """Sector i -> (r, g, b) as picks from (v, q, t, u): the kernel's table of tuples."""
+    return torch.tensor([[0, 2, 3], [1, 0, 3], [3, 0, 2], [3, 1, 0], [2, 3, 0], [0, 3, 1]], device=device)
 
 
 def _shift_hue(buf: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -174,9 +189,7 @@ def _shift_hue(buf: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     f = hh * 6.0 - i6
     i = (i6.to(torch.int64) % 6).unsqueeze(1)
     v, q, t, u = maxc, maxc * (1.0 - s * f), maxc * (1.0 - s * (1.0 - f)), maxc * (1.0 - s)
-    # Sector i -> (r, g, b) as picks from (v, q, t, u): the kernel's table of tuples.
-    table = torch.tensor([[0, 2, 3], [1, 0, 3], [3, 0, 2], [3, 1, 0], [2, 3, 0], [0, 3, 1]], device=buf.device)
-    rgb = torch.stack([v, q, t, u], 1).gather(1, table[i.squeeze(1)].permute(0, 2, 1))
+    rgb = torch.stack([v, q, t, u], 1).gather(1, _hue_sectors(buf.device)[i.squeeze(1)].permute(0, 2, 1))
     return torch.where(grey[:, None], buf, rgb)
 
 

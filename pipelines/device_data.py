@@ -99,7 +99,7 @@ class ReplicaLoader:
             x = augment_on_device(self.images[flat], flat, keys, epoch, self.augment)
             if self._stats is not None:
                 x = normalize_with(x, *self._stats)
-            yield x.view(r, b, c, h, w), labels[:, start:start + b], idx
+            yield x.view(r, b, c, h, w), labels[:, start:start + b].contiguous(), idx.contiguous()
 
     def replica(self, r: int) -> "ReplicaView":
         """Replica ``r`` alone, with the single-run loader's interface (``pipelines.digest`` reads it)."""

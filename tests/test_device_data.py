@@ -150,7 +150,7 @@ def _assert_same_batches(replicas, pairs, beton, epoch, **spec):
         alone = list(single.iter_epoch(epoch))
         assert len(alone) == len(stacked) == len(single)
         for (x, y, idx), (x1, y1, idx1) in zip(stacked, alone):
-            assert x.shape[0] == len(pairs) and x.dtype == x1.dtype and x.is_contiguous()
+            assert x.shape[0] == len(pairs) and x.dtype == x1.dtype and all(t.is_contiguous() for t in (x, y, idx))
             assert torch.equal(x[r], x1) and torch.equal(y[r], y1) and torch.equal(idx[r], idx1)
         assert replicas.describe(r) == single.describe()
 
