@@ -9,6 +9,8 @@ from pipelines.augment import AUGMENTATIONS, AugmentConfig, get_augmentation
 _LAZY = {
     "make_loader": "pipelines.loader", "SeededLoader": "pipelines.loader", "load_split": "pipelines.loader",
     "normalize": "pipelines.normalization", "loader_digest": "pipelines.digest",
+    "make_replica_loader": "pipelines.device_data", "ReplicaLoader": "pipelines.device_data",
+    "replica_digest": "pipelines.device_data", "augment_on_device": "pipelines.device_augment",
 }
 
 __all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]
