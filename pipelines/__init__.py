@@ -9,6 +9,7 @@ from pipelines.augment import AUGMENTATIONS, AugmentConfig, get_augmentation
 _LAZY = {
     "make_loader": "pipelines.loader", "SeededLoader": "pipelines.loader", "load_split": "pipelines.loader",
     "normalize": "pipelines.normalization", "loader_digest": "pipelines.digest",
+    "make_text_loader": "pipelines.text", "eval_windows": "pipelines.text", "load_tokens": "pipelines.text",
 }
 
 __all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]
