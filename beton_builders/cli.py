@@ -23,8 +23,17 @@ def register(sub) -> None:
     b.add_argument("--encoding", default="raw", choices=("raw", "jpg"),
                    help="raw uint8 pixels (default, lossless) or JPEG (smaller, for large images)")
     b.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality with --encoding jpg")
-    b.add_argument("--name", default=None, help="npz only: dataset name (default: the file's stem)")
+    b.add_argument("--name", default=None,
+                   help="npz and text: dataset name (default: the file's stem; text adds _<tokenizer>)")
     b.add_argument("--num-classes", type=int, default=None, help="npz only: number of classes (default: max(y)+1)")
+    b.add_argument("--tokenizer", default=None, choices=("char", "gpt2"),
+                   help="text only: one token per character (default) or GPT-2's BPE (needs --bpe)")
+    b.add_argument("--bpe", default=None, help="text only: local GPT-2 BPE ranks file (gpt2.tiktoken); never downloaded")
+    b.add_argument("--stride", type=int, default=None,
+                   help="text only: stored samples start every STRIDE tokens and hold 2*STRIDE; the loader's "
+                        "block size may be at most STRIDE (default: 1024)")
+    b.add_argument("--vocab-from", default=None,
+                   help="text, char only: reuse this char-level .beton's vocabulary (other characters are dropped)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
 
@@ -36,7 +45,7 @@ def register(sub) -> None:
 def _build(args) -> int:
     from pathlib import Path
 
-    from beton_builders import arrays
+    from beton_builders import arrays, text
     from lmc.manifest import ManifestError
     from beton_builders.registry import get
     from lmc import paths
@@ -50,8 +59,20 @@ def _build(args) -> int:
             raise UsageError("npz needs --src: an .npz with x and y, or a folder of x.npy / y.npy")
         name = args.name or arrays.default_name(args.src)
         opts.update(name=name, num_classes=args.num_classes)
+    elif args.dataset == text.NAME:
+        if args.num_classes is not None:
+            raise UsageError("--num-classes applies to npz only; a text corpus has a vocabulary instead")
+        tokenizer = args.tokenizer or "char"
+        name = args.name or text.default_name(args.src, tokenizer)
+        opts.update(name=name, tokenizer=tokenizer, bpe=args.bpe, vocab_from=args.vocab_from,
+                    stride=text.DEFAULT_STRIDE if args.stride is None else args.stride)
     elif args.name is not None or args.num_classes is not None:
-        raise UsageError(f"--name and --num-classes apply to npz only; {args.dataset} fixes both")
+        raise UsageError(f"--name and --num-classes apply to npz and text only; {args.dataset} fixes both")
+    text_only = {"--tokenizer": args.tokenizer, "--bpe": args.bpe, "--stride": args.stride,
+                 "--vocab-from": args.vocab_from}
+    given = [flag for flag, value in text_only.items() if value is not None]
+    if given and args.dataset != text.NAME:
+        raise UsageError(f"{', '.join(given)} apply to text only")
     out = Path(args.out) if args.out else paths.beton_dir(name)
     splits = ("train", "test") if args.split == "all" else (args.split,)
     try:

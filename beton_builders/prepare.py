@@ -22,9 +22,15 @@ class DataSpec:
     builder: str              # beton_builders registry name of the source
     src: str | None = None    # source path; relative paths are under the data root
     train_subset: int = 0     # > 0: the first train_subset / num_classes train images of each class
+    # Extra builder options as (key, value) pairs, e.g. the text builder's
+    # (("tokenizer", "char"), ("stride", 256), ("vocab_from", "shakespeare_char")); a vocab_from
+    # names a dataset under the same results root, whose train .beton must already exist.
+    options: tuple = ()
 
     def describe(self) -> str:
         what = f"{self.builder}" + (f" from {self.src}" if self.src else "")
+        if self.options:
+            what += " (" + ", ".join(f"{k}={v}" for k, v in self.options) + ")"
         if self.train_subset:
             what += f", a class-balanced train subset of {self.train_subset} (the first of each class)"
         return what
@@ -68,11 +74,20 @@ def ensure_dataset(spec, root=None) -> dict[str, Path]:
     from beton_builders.registry import get
 
     src = spec.src
-    if src is not None and not Path(src).expanduser().is_absolute():
+    named_corpus = src is not None and str(src).startswith("corpus:")
+    if src is not None and not named_corpus and not Path(src).expanduser().is_absolute():
         src = paths.data_root() / src
     with exclusive_lock(paths.lock_path(paths.beton_dir(spec.name, root))):
         if not _has_betons(spec.name, root):
-            if spec.builder == "npz":
+            if spec.builder == "text":
+                options = dict(spec.options)
+                if options.get("vocab_from"):
+                    options["vocab_from"] = paths.beton_path(options["vocab_from"], "train", root)
+                get("text").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, root=root,
+                                  progress=False, **options)
+            elif spec.options:
+                raise UserError(f"DataSpec {spec.name}: options apply to the text builder only, not {spec.builder}")
+            elif spec.builder == "npz":
                 get("npz").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, progress=False)
             elif spec.train_subset:
                 _write_subset(spec, beton_builders.ensure(spec.builder, root, src=src), root)
@@ -89,7 +104,11 @@ def data_summary(name: str, root=None) -> dict:
     for split in ("train", "test"):
         m = read_manifest(paths.beton_path(name, split, root))
         out[split] = m["num_samples"]
-        out.update(image_shape=m["image_shape"], num_classes=m["num_classes"])
+        if m.get("kind") == "tokens":
+            out.update({f"{split}_tokens": m["num_tokens"], "vocab_size": m["vocab_size"],
+                        "tokenizer": m["tokenizer"]["name"]})
+        else:
+            out.update(image_shape=m["image_shape"], num_classes=m["num_classes"])
         out[f"{split}_sources"] = sorted({s.get("path", "?") for s in m["sources"]})
         out[f"{split}_note"] = m.get("source_note", "")
     return out

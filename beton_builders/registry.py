@@ -2,11 +2,12 @@
 
 A builder is anything with ``build(out_dir, splits=("train", "test"), src=None, **opts) ->
 {split: Path}``; the common options are ``download``, ``progress``, ``encoding``,
-``jpeg_quality`` and ``num_workers`` (``npz`` adds ``name``, ``num_classes``, ``label_names``).
+``jpeg_quality`` and ``num_workers`` (``npz`` adds ``name``, ``num_classes``, ``label_names``;
+``text`` adds ``tokenizer``, ``bpe``, ``stride``, ``vocab_from``, ``name`` and writes token .betons).
 """
 from __future__ import annotations
 
-from beton_builders import arrays, embedded, tiny_imagenet
+from beton_builders import arrays, embedded, text, tiny_imagenet
 from beton_builders.cifar import CIFAR10, CIFAR100
 from beton_builders.mnist import FASHION_MNIST, MNIST
 
@@ -19,6 +20,7 @@ DATASETS = {
     "cifar100": (CIFAR100, "CIFAR-100 (fine + coarse labels) from cifar-100-python/ or its .tar.gz"),
     "tiny_imagenet": (tiny_imagenet, "Tiny-ImageNet-200 from its folder or zip (test split = official val)"),
     arrays.NAME: (arrays, "any labelled uint8 image array: .npz with x/y (or x_train/y_train ...), or .npy"),
+    text.NAME: (text, "a UTF-8 text corpus -> token .betons, char-level or GPT-2 BPE (default: tiny-shakespeare)"),
 }
 
 

@@ -3,6 +3,7 @@
 No other module builds a path by hand: they ask this one. The layout follows the data flow:
 
     <results>/betons/<dataset>/<split>.beton (+ <split>.manifest.json)
+    <results>/corpora/<name>.txt          text corpora written from installed packages
     <results>/runs/<run-name>/            config.json, metrics.jsonl, checkpoints/, final.pt, ...
     <results>/interpolations/<name>/      curve.csv, curve.parquet, barriers.json
     <results>/demo/                       barriers.csv, barriers.md, error_vs_alpha.png
@@ -86,6 +87,11 @@ def beton_dir(dataset: str, root: str | os.PathLike | None = None) -> Path:
 
 def beton_path(dataset: str, split: str, root: str | os.PathLike | None = None) -> Path:
     return split_file(beton_dir(dataset, root), split, ".beton")
+
+
+def corpus_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    """A plain-text corpus materialised from an installed package (``beton_builders/text.py``)."""
+    return results_root(root) / "corpora" / f"{name}.txt"
 
 
 def manifest_path(beton: str | os.PathLike) -> Path:

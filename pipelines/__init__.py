@@ -11,6 +11,7 @@ _LAZY = {
     "normalize": "pipelines.normalization", "loader_digest": "pipelines.digest",
     "make_replica_loader": "pipelines.device_data", "ReplicaLoader": "pipelines.device_data",
     "replica_digest": "pipelines.device_data", "augment_on_device": "pipelines.device_augment",
+    "make_text_loader": "pipelines.text", "eval_windows": "pipelines.text", "load_tokens": "pipelines.text",
 }
 
 __all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]

@@ -26,7 +26,10 @@ def register(sub) -> None:
     d.add_argument("--aug-seed", type=int, required=True)
     d.add_argument("--epochs", type=int, required=True, help="digest epochs 0..E-1")
     d.add_argument("--batch-size", type=int, required=True)
-    d.add_argument("--augment", default="none", help="augmentation preset (default: none)")
+    d.add_argument("--augment", default=None,
+                   help="augmentation preset (default: none); token .betons: offset (default) or none")
+    d.add_argument("--block-size", type=int, default=None,
+                   help="token .betons only: tokens per window, minus one (the model's context)")
     d.add_argument("--workers", type=int, default=None, help="loader threads (default: available CPUs)")
     d.set_defaults(func=_digest)
 
@@ -50,6 +53,7 @@ def _digest(args) -> int:
     from pipelines.digest import loader_digest
 
     epochs = loader_digest(args.beton, order_seed=args.order_seed, aug_seed=args.aug_seed, augment=args.augment,
-                           epochs=args.epochs, batch_size=args.batch_size, workers=args.workers)
+                           epochs=args.epochs, batch_size=args.batch_size, workers=args.workers,
+                           block_size=args.block_size)
     print(json.dumps(epochs, indent=2, sort_keys=True))
     return 0

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import torch
 
-from lmc.manifest import ManifestError, load_verified
+from lmc.manifest import ManifestError, load_verified, manifest_kind
 from lmc import seeds
 from lmc.config import ConfigError
 from pipelines.augment import AugmentConfig, get_augmentation
@@ -290,6 +290,9 @@ def make_loader(beton_path, *, batch_size: int, order_seed: int | None, aug_seed
             raise ConfigError(f"{name} must be True or False, got {value!r}")
     beton = Path(beton_path)
     manifest = load_verified(beton)
+    if manifest_kind(manifest) != "images":
+        raise ManifestError(f"{beton}: a token .beton; read it with pipelines.text (make_text_loader, "
+                            f"eval_windows), not with the image loader")
     cfg.check_image(manifest["image_shape"])
     _check_fields(beton, manifest)
     return SeededLoader(beton, manifest, batch_size=batch_size, order_seed=order_seed, aug_seed=aug_seed,

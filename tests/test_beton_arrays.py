@@ -26,7 +26,7 @@ def cifar5k():
 
 def test_registry_lists_every_dataset():
     assert set(registry.DATASETS) == {"mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100",
-                                      "tiny_imagenet", "npz"}
+                                      "tiny_imagenet", "npz", "text"}
     with pytest.raises(ValueError, match="known datasets: cifar10, cifar100"):
         registry.get("imagenet")
 
