@@ -17,7 +17,10 @@ cnn             channels (Co), kernel (= stride, no padding)
 lc_cnn          channels, kernel
 toeplitz_mlp    channels, kernel (hidden width Co*(H/k)*(W/k))
 attention       kernel (patch size), heads, head_dim, embed_dim (None -> 648)
+vit             kernel (patch size), depth (blocks), width (token width), heads, mlp_ratio
 ==============  ==========================================================================
+
+The ``vit`` family uses ViT's own initialisation (truncated normal, std 0.02; ``vit.py``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._checks import image_shape, positive_int, slope_in_unit_interval
+from ._checks import image_shape, positive_int, positive_number, slope_in_unit_interval
 from .attention import PAPER_EMBED_DIM, AttentionConfig, AttentionNet
 from .init import INIT_SCHEMES, apply_init
 from .linear import LinearConfig, LinearNet
@@ -34,11 +37,12 @@ from .mlp import MLP, MLPConfig
 from .toeplitz import (ConvNet, LocallyConnectedNet, ToeplitzConfig, ToeplitzMLP,
                        lc_cnn_from_cnn, toeplitz_matrix, toeplitz_mlp_from_cnn,
                        toeplitz_mlp_from_lc_cnn)
+from .vit import ViT, ViTConfig
 
 __all__ = [
     "MODEL_NAMES", "INIT_SCHEMES", "build_model", "count_parameters", "parameter_table",
     "lc_cnn_from_cnn", "toeplitz_mlp_from_lc_cnn", "toeplitz_mlp_from_cnn", "toeplitz_matrix",
-    "PAPER_EMBED_DIM", "PAPER_MILLIONS",
+    "PAPER_EMBED_DIM", "PAPER_MILLIONS", "ViT", "ViTConfig",
 ]
 
 
@@ -55,6 +59,9 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "attention": lambda shape, classes, hp: AttentionNet(AttentionConfig(
         shape, classes, patch=hp["kernel"], heads=hp["heads"], head_dim=hp["head_dim"],
         embed_dim=PAPER_EMBED_DIM if hp["embed_dim"] is None else hp["embed_dim"])),
+    "vit": lambda shape, classes, hp: ViT(ViTConfig(
+        shape, classes, patch=hp["kernel"], depth=hp["depth"], width=hp["width"], heads=hp["heads"],
+        mlp_ratio=hp["mlp_ratio"])),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
@@ -66,7 +73,7 @@ PAPER_MILLIONS: dict[str, float] = {"cnn": 0.09, "lc_cnn": 0.48, "toeplitz_mlp":
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 depth: int = 2, width: int = 512, slope: float = 0.0, channels: int = 128,
                 kernel: int = 4, heads: int = 8, head_dim: int = 48,
-                embed_dim: int | None = None, init_scheme: str = "torch") -> nn.Module:
+                embed_dim: int | None = None, mlp_ratio: float = 4.0, init_scheme: str = "torch") -> nn.Module:
     """A freshly initialised model of family ``name`` for (C, H, W) images and ``num_classes``;
     ``init_scheme`` other than ``torch`` re-draws its weights (``models/init.py``)."""
     if name not in _REGISTRY:
@@ -78,7 +85,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
               slope=slope_in_unit_interval(slope), channels=positive_int(channels, "channels"),
               kernel=positive_int(kernel, "kernel"), heads=positive_int(heads, "heads"),
               head_dim=positive_int(head_dim, "head_dim"),
-              embed_dim=None if embed_dim is None else positive_int(embed_dim, "embed_dim"))
+              embed_dim=None if embed_dim is None else positive_int(embed_dim, "embed_dim"),
+              mlp_ratio=positive_number(mlp_ratio, "mlp_ratio"))
     return apply_init(_REGISTRY[name](input_shape, int(num_classes), hp), init_scheme)
 
 
@@ -100,6 +108,7 @@ def _note(name: str, shape: tuple[int, int, int], num_classes: int) -> str:
                         "biases counted (Table 3's 25.26 needs them)",
         "attention": f"D={PAPER_EMBED_DIM}, 8 heads x 48, one block without skip/MLP; "
                      "patch/qkv/proj biases as in ViT",
+        "vit": "ViT encoder: 2 pre-LN blocks, width 512, 8 heads, MLP ratio 4, patch 4 (no paper count)",
     }[name]
 
 

@@ -46,3 +46,10 @@ def kernel_divides(kernel: int, shape: tuple[int, int, int], what: str = "kernel
             f"{what}={kernel} must divide the image height and width {height}x{width} "
             f"(stride = {what}, no padding); valid choices: {divisors}")
     return height // kernel, width // kernel
+
+
+def positive_number(value, name: str) -> float:
+    """A finite number > 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < float("inf"):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
