@@ -68,7 +68,10 @@ def register(sub) -> None:
 
 
 def _config(args) -> TrainConfig:
-    return cfglib.apply_overrides(cfglib.from_args(TrainConfig, args), args.set)
+    """The config of the flags, with init_from / mask_from pinned to the sha256 of their content."""
+    from experiments.training.initial import pin
+
+    return pin(cfglib.apply_overrides(cfglib.from_args(TrainConfig, args), args.set), args.results)
 
 
 def _ensure_data(cfg: TrainConfig, root) -> None:

@@ -17,30 +17,39 @@ from lmc.config import ConfigError, param
 
 # Kept here (not imported from the model registry) so that reading or validating a config
 # never imports torch; tests check these match the registries.
-MODEL_NAMES = ("linear", "mlp", "cnn", "lc_cnn", "toeplitz_mlp", "attention")
+MODEL_NAMES = ("linear", "mlp", "cnn", "lc_cnn", "toeplitz_mlp", "attention", "vit", "gpt")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 INIT_SCHEMES = ("torch", "kaiming_normal")
-AUGMENTATIONS = ("none", "translate2", "translate2_flip", "flip", "translate_flip", "vit")
+# Image presets (pipelines.AUGMENTATIONS), and "offset" for text: a random window offset.
+AUGMENTATIONS = ("none", "translate2", "translate2_flip", "flip", "translate_flip", "vit", "offset")
+PRUNING = ("none", "platon", "mask")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # Data.
     dataset: str = param("mnist5k", "dataset: the .beton files under <results>/betons/<dataset>/")
-    augment: str = param("translate2", "augmentation preset (pipelines.AUGMENTATIONS)", AUGMENTATIONS)
+    augment: str = param("translate2", "augmentation preset (pipelines.AUGMENTATIONS); text: offset (a random "
+                                       "window offset) or none", AUGMENTATIONS)
+    block_size: int = param(0, "gpt: tokens of context per training window (text datasets)")
     # Model.
     model: str = param("mlp", "model family", MODEL_NAMES)
-    depth: int = param(2, "number of weight layers of linear/mlp (1 = logistic regression)")
-    width: int = param(512, "hidden width of linear/mlp")
+    depth: int = param(2, "number of weight layers of linear/mlp (1 = logistic regression); blocks of vit/gpt")
+    width: int = param(512, "hidden width of linear/mlp; token width of vit/gpt")
     slope: float = param(0.0, "Leaky-ReLU negative slope of mlp (0 = ReLU)")
     channels: int = param(128, "filters Co of cnn / lc_cnn / toeplitz_mlp")
-    kernel: int = param(4, "kernel size = stride of cnn / lc_cnn / toeplitz_mlp; patch size of attention")
-    heads: int = param(8, "attention heads")
+    kernel: int = param(4, "kernel size = stride of cnn / lc_cnn / toeplitz_mlp; patch size of attention/vit")
+    heads: int = param(8, "attention heads (attention, vit, gpt)")
     head_dim: int = param(48, "dimension of each attention head")
     embed_dim: int = param(0, "token width D of attention (0 = 648, the width that gives the paper's 1.08 M parameters)")
+    mlp_ratio: float = param(4.0, "vit: hidden width of each block's MLP over the token width")
     init_scheme: str = param("torch", "initial weights: torch = PyTorch's defaults; kaiming_normal = Kaiming-normal "
                                       "weights (fan-in, ReLU gain) and zero biases on every layer", INIT_SCHEMES)
+    init_from: str = param("", "start from these weights instead of the init seed's: a run directory, a .pt file "
+                               "or a local Hugging Face folder (heads that do not fit keep the init seed's draw)")
+    init_from_sha256: str = param("", "sha256 of init_from's content, filled in by the command line: the run's "
+                                      "name changes when the checkpoint does")
     # Optimisation.
     optimizer: str = param("sgd", "optimiser", OPTIMIZERS)
     lr: float = param(0.1, "peak learning rate")
@@ -53,9 +62,23 @@ class TrainConfig:
                                       "last step", SCHEDULES)
     min_lr: float = param(0.0, "cosine schedule: the learning rate at the last step")
     warmup_epochs: float = param(0.0, "linear learning-rate warm-up length in epochs (0 = none)")
+    warmup_steps: int = param(0, "linear learning-rate warm-up length in steps (instead of warmup_epochs)")
     grad_clip: float = param(0.0, "clip the global gradient norm to this value (0 = off)")
     epochs: int = param(20, "training epochs")
+    max_steps: int = param(0, "a step budget: train this many steps (0 = epochs x steps per epoch)")
     batch_size: int = param(128, "batch size (the paper also uses 30000)")
+    micro_batches: int = param(1, "gradient accumulation: each step's batch as this many distinct micro-batches")
+    # Pruning (seed 001): PLATON during training, or a fixed mask (a lottery ticket) from another run.
+    prune: str = param("none", "none; platon (prune during training to prune_ratio); mask (train with mask_from's "
+                               "final mask fixed)", PRUNING)
+    prune_ratio: float = param(0.2, "platon: the remaining ratio of prunable weights at the end")
+    platon_beta1: float = param(0.85, "platon: EMA factor of the importance")
+    platon_beta2: float = param(0.95, "platon: EMA factor of the uncertainty")
+    platon_delta_t: int = param(10, "platon: steps between maskings")
+    platon_initial_warmup: float = param(0.1, "platon: fraction of the steps before pruning starts")
+    platon_final_warmup: float = param(0.25, "platon: fraction of the steps at the final ratio")
+    mask_from: str = param("", "prune=mask: the run directory (or mask file) whose final mask is kept fixed")
+    mask_from_sha256: str = param("", "sha256 of mask_from's mask, filled in by the command line")
     # The three seeds, kept apart (lmc.seeds owns how they are used).
     init_seed: int = param(0, "seed of the initial weights")
     order_seed: int = param(0, "seed of the sample order")
@@ -74,7 +97,7 @@ class TrainConfig:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
 
         for key, choices in (("model", MODEL_NAMES), ("optimizer", OPTIMIZERS), ("augment", AUGMENTATIONS),
-                             ("schedule", SCHEDULES), ("init_scheme", INIT_SCHEMES)):
+                             ("schedule", SCHEDULES), ("init_scheme", INIT_SCHEMES), ("prune", PRUNING)):
             if getattr(self, key) not in choices:
                 raise ConfigError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(choices)}")
         need(self.lr > 0, "lr", "a positive learning rate")
@@ -93,6 +116,16 @@ class TrainConfig:
         need(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", f"a value in [0, epochs={self.epochs}]")
         need(self.grad_clip >= 0, "grad_clip", "a non-negative value (0 = off)")
         need(self.eval_train_every >= 0, "eval_train_every", "a non-negative integer")
+        need(self.block_size >= 0, "block_size", "a non-negative number of tokens")
+        need(self.mlp_ratio > 0, "mlp_ratio", "a positive ratio")
+        need(self.max_steps >= 0, "max_steps", "a non-negative number of steps (0 = epochs)")
+        need(self.warmup_steps >= 0, "warmup_steps", "a non-negative number of steps")
+        need(not (self.warmup_steps and self.warmup_epochs), "warmup_steps",
+             "warmup_steps or warmup_epochs, not both")
+        need(1 <= self.micro_batches <= self.batch_size, "micro_batches", f"an integer in 1..batch_size={self.batch_size}")
+        need(0.0 < self.prune_ratio <= 1.0, "prune_ratio", "a remaining ratio in (0, 1]")
+        need(self.prune != "mask" or bool(self.mask_from), "mask_from", "a run directory or mask file when prune=mask")
+        need(self.model != "gpt" or self.block_size > 0, "block_size", "a positive context length for model=gpt")
         for key in ("init_seed", "order_seed", "aug_seed", "parent_order_seed", "parent_aug_seed",
                     "spawn_step", "replicate"):
             need(getattr(self, key) >= 0, key, "a non-negative integer")

@@ -31,6 +31,7 @@ PROVENANCE = "provenance.json"
 DIGEST = "loader_digest.json"
 CHECKPOINTS = "checkpoints"
 FINAL = "final.pt"
+MASK = "mask.pt"          # a pruned run's final mask (prune=platon), for masked retraining
 DONE = "DONE"
 
 # File names inside an interpolation directory.

@@ -53,9 +53,11 @@ def test_model_names_match_the_registry():
 
 def test_augment_names_match_the_pipelines():
     from experiments.config import AUGMENTATIONS
+    from experiments.training.language_task import TEXT_AUGMENTATIONS
     from pipelines import AUGMENTATIONS as PRESETS
 
-    assert set(AUGMENTATIONS) <= set(PRESETS)
+    # Every image preset, plus the text loader's window offset: nothing more, nothing less.
+    assert set(AUGMENTATIONS) == set(PRESETS) | set(TEXT_AUGMENTATIONS)
 
 
 def test_seeds_are_separated_by_purpose_and_well_mixed():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.models import (MODEL_NAMES, PAPER_EMBED_DIM, build_model, count_parameters,
+from experiments.models import (IMAGE_MODELS, MODEL_NAMES, PAPER_EMBED_DIM, build_model, count_parameters,
                                 lc_cnn_from_cnn, parameter_table, toeplitz_matrix,
                                 toeplitz_mlp_from_cnn, toeplitz_mlp_from_lc_cnn)
 from lmc import paths
@@ -47,7 +47,7 @@ def cifar_images() -> torch.Tensor:
 # --- shapes and structure ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [MNIST_SHAPE, CIFAR_SHAPE], ids=["mnist", "cifar"])
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_model_maps_images_to_logits(name, shape):
     model = seeded_build(0, name, shape, 10, **SMALL)
     x = torch.rand(5, *shape)
@@ -161,7 +161,7 @@ def test_parameter_table_rows():
     state = torch.random.get_rng_state()
     rows = parameter_table()
     assert torch.equal(state, torch.random.get_rng_state()), "parameter_table must not draw from the RNG"
-    assert [r["name"] for r in rows] == list(MODEL_NAMES)
+    assert [r["name"] for r in rows] == list(IMAGE_MODELS)
     by_name = {r["name"]: r for r in rows}
     for name, paper in [("cnn", 0.09), ("lc_cnn", 0.48), ("toeplitz_mlp", 25.26), ("attention", 1.08)]:
         assert by_name[name]["paper_millions"] == paper == by_name[name]["params_millions"]
@@ -258,7 +258,7 @@ def test_embedding_does_not_touch_the_rng():
 
 # --- seeding, determinism, interpolation ---------------------------------------------------------
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_same_seed_gives_identical_weights(name):
     np.random.seed(1)  # must not matter: models draw only from torch's RNG
     a = seeded_build(7, name, CIFAR_SHAPE, 10, **SMALL).state_dict()
@@ -270,7 +270,7 @@ def test_same_seed_gives_identical_weights(name):
     assert any(not torch.equal(a[k], c[k]) for k in a), "a different init seed must change the weights"
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_deterministic_algorithms_and_state_dict_interpolation(name):
     a = seeded_build(0, name, CIFAR_SHAPE, 10, **SMALL)
     b = seeded_build(1, name, CIFAR_SHAPE, 10, **SMALL)
@@ -295,7 +295,7 @@ def test_deterministic_algorithms_and_state_dict_interpolation(name):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_models_run_on_cuda_like_on_cpu(name):
     model = seeded_build(0, name, CIFAR_SHAPE, 10, **SMALL)
     x = torch.rand(4, *CIFAR_SHAPE)

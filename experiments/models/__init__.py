@@ -37,12 +37,13 @@ from .mlp import MLP, MLPConfig
 from .toeplitz import (ConvNet, LocallyConnectedNet, ToeplitzConfig, ToeplitzMLP,
                        lc_cnn_from_cnn, toeplitz_matrix, toeplitz_mlp_from_cnn,
                        toeplitz_mlp_from_lc_cnn)
+from .gpt import GPT, GPTConfig
 from .vit import ViT, ViTConfig
 
 __all__ = [
     "MODEL_NAMES", "INIT_SCHEMES", "build_model", "count_parameters", "parameter_table",
     "lc_cnn_from_cnn", "toeplitz_mlp_from_lc_cnn", "toeplitz_mlp_from_cnn", "toeplitz_matrix",
-    "PAPER_EMBED_DIM", "PAPER_MILLIONS", "ViT", "ViTConfig",
+    "PAPER_EMBED_DIM", "PAPER_MILLIONS", "ViT", "ViTConfig", "GPT", "GPTConfig", "IMAGE_MODELS", "TEXT_MODELS",
 ]
 
 
@@ -63,21 +64,41 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
         shape, classes, patch=hp["kernel"], depth=hp["depth"], width=hp["width"], heads=hp["heads"],
         mlp_ratio=hp["mlp_ratio"])),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+# Families of token sequences: built from a vocabulary and a context length instead of an image shape.
+_TEXT_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "gpt": lambda vocab_size, block_size, hp: GPT(GPTConfig(
+        n_embd=hp["width"], n_layer=hp["depth"], n_head=hp["heads"], block_size=block_size, vocab_size=vocab_size)),
+}
+IMAGE_MODELS: tuple[str, ...] = tuple(_REGISTRY)
+TEXT_MODELS: tuple[str, ...] = tuple(_TEXT_REGISTRY)
+MODEL_NAMES: tuple[str, ...] = IMAGE_MODELS + TEXT_MODELS
 
 # Table 3 of the paper (2-layer networks on CIFAR-10, kernel 4, no padding) and the
 # attention model's "approximately 1.08 M" (Appendix D), in millions of parameters.
 PAPER_MILLIONS: dict[str, float] = {"cnn": 0.09, "lc_cnn": 0.48, "toeplitz_mlp": 25.26, "attention": 1.08}
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, *,
+def build_model(name: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None, *,
+                vocab_size: int | None = None, block_size: int | None = None,
                 depth: int = 2, width: int = 512, slope: float = 0.0, channels: int = 128,
                 kernel: int = 4, heads: int = 8, head_dim: int = 48,
                 embed_dim: int | None = None, mlp_ratio: float = 4.0, init_scheme: str = "torch") -> nn.Module:
-    """A freshly initialised model of family ``name`` for (C, H, W) images and ``num_classes``;
+    """A freshly initialised model of family ``name``: for (C, H, W) images and ``num_classes``,
+    or (``gpt``) for a vocabulary of ``vocab_size`` tokens and a context of ``block_size``;
     ``init_scheme`` other than ``torch`` re-draws its weights (``models/init.py``)."""
-    if name not in _REGISTRY:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    if name in _TEXT_REGISTRY:
+        if vocab_size is None or block_size is None:
+            raise ValueError(f"model {name!r} reads token sequences: it needs vocab_size and block_size "
+                             f"(a text dataset), not an image shape")
+        hp = dict(depth=positive_int(depth, "depth"), width=positive_int(width, "width"),
+                  heads=positive_int(heads, "heads"))
+        return apply_init(_TEXT_REGISTRY[name](positive_int(vocab_size, "vocab_size", minimum=2),
+                                               positive_int(block_size, "block_size"), hp), init_scheme)
+    if input_shape is None or num_classes is None:
+        raise ValueError(f"model {name!r} classifies images: it needs an input shape and num_classes "
+                         f"(an image dataset), not a vocabulary")
     input_shape = image_shape(input_shape)
     positive_int(num_classes, "num_classes", minimum=2)
     # Checked for every family, so a typo fails even where the value is not used.
@@ -121,7 +142,7 @@ def parameter_table(dataset_shape: tuple[int, int, int] = (3, 32, 32), num_class
     """
     is_cifar10 = tuple(dataset_shape) == (3, 32, 32) and num_classes == 10
     rows = []
-    for name in MODEL_NAMES:
+    for name in IMAGE_MODELS:
         with torch.device("meta"):
             params = count_parameters(build_model(name, dataset_shape, num_classes))
         rows.append({"name": name, "params": params, "params_millions": round(params / 1e6, 2),

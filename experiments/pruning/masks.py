@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from experiments.training.hooks import Hook
 from lmc.errors import UserError
 
 
@@ -169,7 +170,7 @@ def select_global(scores: dict[str, torch.Tensor], num_keep: int, alive: Mask | 
     return Mask(keep)
 
 
-class MaskHook:
+class MaskHook(Hook):
     """Hold a fixed mask during training: the lottery-ticket retraining and the masked pairs.
 
     ``before_step`` masks the weights (so the first step already starts from the masked
@@ -192,11 +193,8 @@ class MaskHook:
         self.mask.apply_to_weights(state.model)
         self.mask.apply_to_optimizer(state.model, state.optimizer)
 
-    def end_of_epoch(self, state, running: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    def log_fields(self, state) -> dict:
+        return {"density": self.mask.density}
 
     def state_dict(self) -> dict:
         return {"mask": self.mask.state_dict()}

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from experiments.training.hooks import Hook
 from lmc.config import param
 
 from .masks import Mask, PruningError, check_ratio, keep_count, select_global
@@ -90,7 +91,7 @@ def remaining_ratio(step: int, total_steps: int, initial_warmup_steps: int, fina
     return final_ratio + (initial_ratio - final_ratio) * (1.0 - progress) ** 3
 
 
-class Platon:
+class Platon(Hook):
     """The PLATON training hook (see ``experiments/pruning/__init__.py`` for the protocol)."""
     name = "platon"
 
@@ -177,14 +178,15 @@ class Platon:
             self.mask.apply_to_weights(state.model)
             self.mask.apply_to_optimizer(state.model, state.optimizer)
 
-    def before_step(self, state) -> bool:
-        return False
+    def log_fields(self, state) -> dict:
+        return self.metrics(state.step)
 
-    def end_of_epoch(self, state, running: dict) -> None:
-        pass
+    def finish(self, state, run) -> None:
+        """The final mask beside final.pt, for masked retraining (``prune=mask``, ``mask_from``)."""
+        from experiments.training import checkpoints
+        from lmc import paths
 
-    def close(self) -> None:
-        pass
+        checkpoints.save(run / paths.MASK, self.mask.state_dict())
 
     def metrics(self, step: int) -> dict:
         """For the run's metrics.jsonl: the scheduled ratio and the density actually reached."""

@@ -2,9 +2,10 @@
 
 The loop calls, in this order, for every step: ``before_step`` (may end the loop before the
 step), the task's forward/backward, ``after_backward`` (gradients are there: clip or mask
-them), ``optimizer.step()``, ``after_step`` (weights are updated: re-apply a mask, update
-PLATON's scores, save a spawn state); and at the end of every epoch ``end_of_epoch`` (log,
-evaluate, checkpoint, request a stop). A hook that holds state across steps returns it from
+them), ``optimizer.step()``, ``after_step`` (weights are updated, ``state.step`` counts the step
+just taken: re-apply a mask, update PLATON's scores, save a spawn state); at the end of every
+epoch ``end_of_epoch`` (log, evaluate, checkpoint, request a stop), or ``end_of_budget`` when a
+step budget ends inside one. A finished run calls ``finish`` before it writes ``final.pt``. A hook that holds state across steps returns it from
 ``state_dict`` under its ``name``, and checkpoints carry it, so a resumed run continues it.
 """
 from __future__ import annotations
@@ -40,6 +41,16 @@ class Hook:
 
     def end_of_epoch(self, state: TrainState, running: dict) -> None:
         pass
+
+    def end_of_budget(self, state: TrainState, running: dict) -> None:
+        """The step budget ran out inside an epoch (a ``max_steps`` run ends with a partial epoch)."""
+
+    def log_fields(self, state: TrainState) -> dict:
+        """Extra columns for the epoch's metrics row (e.g. the pruned density)."""
+        return {}
+
+    def finish(self, state: TrainState, run) -> None:
+        """The run is complete: write what it leaves beside final.pt (e.g. a final mask)."""
 
     def close(self) -> None:
         pass
@@ -94,8 +105,3 @@ class ProgressBar(Hook):
     def close(self) -> None:
         self.bar.close()
 
-
-def hooks_for(cfg) -> list[Hook]:
-    """The hooks a run's config asks for (beside the run's own logging and checkpoints), in
-    the order they act on a step; a parent phase gets the same ones, so it trains alike."""
-    return [GradClip(cfg.grad_clip)] if cfg.grad_clip > 0 else []

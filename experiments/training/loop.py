@@ -22,6 +22,7 @@ def run_loop(state: TrainState, task, schedule, hooks: list[Hook], until_step: i
     steps_per_epoch = task.steps_per_epoch
     model, optimizer = state.model, state.optimizer
     model.train()
+    running, finished_epoch = None, True
     while state.step < until_step and not state.stop:
         skip = state.step - state.epoch * steps_per_epoch
         running = task.new_running()
@@ -49,4 +50,7 @@ def run_loop(state: TrainState, task, schedule, hooks: list[Hook], until_step: i
         state.epoch += 1
         for hook in hooks:
             hook.end_of_epoch(state, running)
+    if not finished_epoch and state.step >= until_step:
+        for hook in hooks:
+            hook.end_of_budget(state, running)
     return state

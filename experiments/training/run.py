@@ -17,9 +17,9 @@ import torch
 
 from experiments.config import TrainConfig
 from experiments.training import checkpoints, rundir
-from experiments.training.builders import build_model, build_optimizer
+from experiments.training.builders import build_model, build_optimizer, hooks_for
 from experiments.training.device import describe, resolve_device, set_deterministic
-from experiments.training.hooks import Hook, ProgressBar, StopAfterEpochs, TrainState, hooks_for
+from experiments.training.hooks import Hook, ProgressBar, StopAfterEpochs, TrainState
 from experiments.training.loop import run_loop
 from experiments.training.schedules import schedule_for
 from experiments.training.spawn import spawn_state
@@ -36,23 +36,32 @@ class DeviceChangeError(UserError):
 
 class EpochLog(Hook):
     """One metrics row per epoch: the running train metrics, the clean test split, and the
-    clean train split at the last epoch (or every ``eval_train_every`` epochs)."""
+    clean train split at the end of the run (or every ``eval_train_every`` epochs); a step
+    budget that ends inside an epoch logs that partial epoch too."""
     name = "epoch_log"
 
-    def __init__(self, run: Path, cfg: TrainConfig, task):
-        self.run, self.cfg, self.task = run, cfg, task
+    def __init__(self, run: Path, cfg: TrainConfig, task, total_steps: int, hooks: list[Hook]):
+        self.run, self.cfg, self.task, self.total_steps, self.hooks = run, cfg, task, total_steps, hooks
         self.t0 = time.perf_counter()
 
     def end_of_epoch(self, state: TrainState, running: dict) -> None:
-        cfg, epoch = self.cfg, state.epoch
+        self._log(state, running, state.epoch)
+
+    def end_of_budget(self, state: TrainState, running: dict) -> None:
+        self._log(state, running, state.epoch + 1)
+
+    def _log(self, state: TrainState, running: dict, epoch: int) -> None:
+        cfg = self.cfg
         # A diverged run (NaN loss) is a result too, the paper's "unstable" cells: it is logged as is.
         row = {"epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
                **self.task.summarize(running)}
         test = self.task.evaluate(state.model, "test")
         row.update(test_loss=test["loss"], test_acc=test["accuracy"])
-        if epoch == cfg.epochs or (cfg.eval_train_every and epoch % cfg.eval_train_every == 0):
+        if state.step >= self.total_steps or (cfg.eval_train_every and epoch % cfg.eval_train_every == 0):
             train = self.task.evaluate(state.model, "train")
             row.update(train_loss=train["loss"], train_acc=train["accuracy"])
+        for hook in self.hooks:
+            row.update(hook.log_fields(state))
         row["seconds"] = time.perf_counter() - self.t0
         append_jsonl(self.run / paths.METRICS, row)
         state.last_row = row
@@ -85,7 +94,7 @@ def train(cfg: TrainConfig, root=None, *, device: str = "auto", progress: bool =
         return run
     dev = resolve_device(device)
     task = task_for(cfg, root, dev)  # the data must exist before anything is written
-    total_steps = cfg.epochs * task.steps_per_epoch
+    total_steps = cfg.max_steps or cfg.epochs * task.steps_per_epoch
     if cfg.spawn_step > total_steps:
         raise UserError(f"spawn_step={cfg.spawn_step} is beyond the run's {total_steps} steps ({cfg.epochs} epochs "
                         f"of {task.steps_per_epoch}); choose a smaller spawn_step")
@@ -104,10 +113,16 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     run = rundir.prepare(cfg, root)
     rundir.remove_stale_tmp(run)
     set_deterministic()
-    model = build_model(cfg, **task.model_args).to(device)
-    state = TrainState(model, build_optimizer(cfg, model))
-    hooks = hooks_for(cfg)
+    model = build_model(cfg, **task.model_args)
     resume = checkpoints.latest_good(run, rundir.warn)
+    init_report = {}
+    if resume is None and cfg.spawn_step == 0 and cfg.init_from:
+        from experiments.training.initial import load_initial
+
+        init_report = load_initial(model, cfg, root)
+    model.to(device)
+    state = TrainState(model, build_optimizer(cfg, model))
+    hooks = hooks_for(cfg, model, total_steps, root)
     if resume is not None:
         _check_device(run, resume, device, allow_device_change)
         checkpoints.restore(state, resume, hooks, task.steps_per_epoch)
@@ -116,13 +131,15 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     rundir.keep_metrics_through(run, state.epoch)
 
     if not (run / paths.PROVENANCE).exists():
-        save_json(provenance(**describe(device), **task.describe_data(), torch_threads=torch.get_num_threads()),
-                  run / paths.PROVENANCE)
+        extra = {"init_from": init_report} if init_report else {}
+        save_json(provenance(**describe(device), **task.describe_data(), torch_threads=torch.get_num_threads(),
+                             **extra), run / paths.PROVENANCE)
     if not (run / paths.DIGEST).exists():
         save_json({"epochs": task.loader_digest(min(2, cfg.epochs))}, run / paths.DIGEST)
 
-    hooks += [EpochLog(run, cfg, task)]
-    hooks += [Checkpointer(run, cfg, device, list(hooks)), ProgressBar(run.name, cfg.epochs, state.epoch, progress)]
+    epochs = -(-total_steps // task.steps_per_epoch)
+    hooks += [EpochLog(run, cfg, task, total_steps, list(hooks))]
+    hooks += [Checkpointer(run, cfg, device, list(hooks)), ProgressBar(run.name, epochs, state.epoch, progress)]
     if stop_after_epochs is not None:
         hooks.append(StopAfterEpochs(stop_after_epochs))
     try:
@@ -131,6 +148,8 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
         for hook in hooks:
             hook.close()
     if state.step >= total_steps:
+        for hook in hooks:
+            hook.finish(state, run)
         final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "step": state.step}
         checkpoints.save(run / paths.FINAL, final)
         (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")

@@ -35,5 +35,5 @@ class Schedule:
 
 
 def schedule_for(cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
-    return Schedule(lr=cfg.lr, warmup_steps=cfg.warmup_epochs * steps_per_epoch, total_steps=total_steps,
-                    kind=cfg.schedule, min_lr=cfg.min_lr)
+    warmup = cfg.warmup_steps or cfg.warmup_epochs * steps_per_epoch
+    return Schedule(lr=cfg.lr, warmup_steps=warmup, total_steps=total_steps, kind=cfg.schedule, min_lr=cfg.min_lr)

@@ -13,9 +13,9 @@ import torch
 
 from experiments.config import TrainConfig
 from experiments.training import checkpoints, rundir
-from experiments.training.builders import build_model, build_optimizer
+from experiments.training.builders import build_optimizer, hooks_for, initial_model
 from experiments.training.device import resolve_device, set_deterministic
-from experiments.training.hooks import Hook, TrainState, hooks_for
+from experiments.training.hooks import Hook, TrainState
 from experiments.training.loop import run_loop
 from experiments.training.schedules import schedule_for
 from experiments.training.tasks import task_for
@@ -52,7 +52,7 @@ def train_parent(parent: TrainConfig, spawn_steps, root=None, *, device="auto") 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     steps = sorted({int(k) for k in spawn_steps if int(k) > 0})
     task = task_for(parent, root, dev)
-    total = parent.epochs * task.steps_per_epoch
+    total = parent.max_steps or parent.epochs * task.steps_per_epoch
     if steps and steps[-1] > total:
         raise UserError(f"spawn step {steps[-1]} is beyond the run's {total} steps ({parent.epochs} epochs of "
                         f"{task.steps_per_epoch}); choose spawn steps of at most {total}")
@@ -63,9 +63,9 @@ def train_parent(parent: TrainConfig, spawn_steps, root=None, *, device="auto") 
             rundir.prepare(parent, root)
             rundir.remove_stale_tmp(run)
             set_deterministic()
-            model = build_model(parent, **task.model_args).to(dev)
+            model = initial_model(parent, task, root)[0].to(dev)
             state = TrainState(model, build_optimizer(parent, model))
-            hooks = hooks_for(parent)
+            hooks = hooks_for(parent, model, total, root)
             # Continue from the furthest saved state before the first missing step.
             start = max((k for k in steps if k < missing[0]), default=0)
             if start:

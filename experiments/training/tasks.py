@@ -45,6 +45,15 @@ class ImageClassification:
     def __init__(self, cfg: TrainConfig, betons: dict[str, Path], device: torch.device):
         from lmc.manifest import read_manifest
 
+        from experiments.models import IMAGE_MODELS
+        from pipelines import AUGMENTATIONS
+
+        if cfg.model not in IMAGE_MODELS:
+            raise UserError(f"dataset {cfg.dataset!r} holds images: model {cfg.model!r} reads text; choose one of "
+                            f"{', '.join(IMAGE_MODELS)}")
+        if cfg.augment not in AUGMENTATIONS:
+            raise UserError(f"augment={cfg.augment!r} is not an image augmentation; choose one of "
+                            f"{', '.join(AUGMENTATIONS)}")
         self.cfg, self.betons, self.device = cfg, betons, device
         # Every split is normalised with the training split's statistics, as during training.
         self.manifest = read_manifest(betons["train"])
@@ -132,5 +141,13 @@ class ImageClassification:
 
 
 def task_for(cfg: TrainConfig, root=None, device: torch.device | None = None):
-    """The task of a run's config (image classification for every image dataset)."""
-    return ImageClassification(cfg, beton_paths(cfg.dataset, root), device or torch.device("cpu"))
+    """The task of a run's config, by what its dataset holds: images or tokens."""
+    from lmc.manifest import manifest_kind, read_manifest
+
+    betons = beton_paths(cfg.dataset, root)
+    device = device or torch.device("cpu")
+    if manifest_kind(read_manifest(betons["train"])) == "tokens":
+        from experiments.training.language_task import LanguageModelling
+
+        return LanguageModelling(cfg, betons, device)
+    return ImageClassification(cfg, betons, device)

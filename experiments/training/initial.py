@@ -1,0 +1,116 @@
+"""Starting points other than the init seed: weights to fine-tune from, masks to train under.
+
+``init_from`` and ``mask_from`` name a run (``run:<run-name>`` under the results root, or a run
+directory), a ``.pt`` file, or (``init_from`` only) a local Hugging Face folder (a ViT or a
+GPT-2). The command line pins each to the sha256 of its *content* (``pin``), which is part of
+the run's config and so of its name: a run trained from other weights is another run, and a
+checkpoint that changed after the config named it is refused rather than silently used.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from experiments.config import TrainConfig
+from experiments.training import checkpoints
+from lmc import paths
+from lmc.config import replace
+from lmc.errors import UserError
+from lmc.io import sha256_file
+
+RUN_PREFIX = "run:"
+
+
+class InitSourceError(UserError):
+    """An init_from or mask_from that is missing, changed since it was pinned, or unreadable."""
+
+
+def resolve(spec: str, root=None) -> Path:
+    if spec.startswith(RUN_PREFIX):
+        return paths.run_dir(spec[len(RUN_PREFIX):], root)
+    return Path(spec).expanduser()
+
+
+def _source_file(spec: str, root, what: str) -> Path:
+    """The file behind a spec: a run's final.pt (or its mask), a .pt file; a folder stays a folder."""
+    path = resolve(spec, root)
+    if path.is_dir() and (path / paths.CONFIG).exists():  # a run directory
+        path = path / (paths.MASK if what == "mask_from" else paths.FINAL)
+    if not path.exists():
+        raise InitSourceError(f"{what}={spec!r}: {path} does not exist; train that run first or give the path of "
+                              f"a checkpoint on this machine (nothing is downloaded)")
+    return path
+
+
+def content_sha256(spec: str, root=None, what: str = "init_from") -> str:
+    from experiments.models.hf_vit import checkpoint_sha256
+
+    path = _source_file(spec, root, what)
+    return checkpoint_sha256(path) if path.is_dir() else sha256_file(path)
+
+
+def pin(cfg: TrainConfig, root=None) -> TrainConfig:
+    """Fill in the content hashes of ``init_from`` and ``mask_from`` where they are not yet set."""
+    changes = {}
+    for what in ("init_from", "mask_from"):
+        spec = getattr(cfg, what)
+        if spec and not getattr(cfg, f"{what}_sha256"):
+            changes[f"{what}_sha256"] = content_sha256(spec, root, what)
+    return replace(cfg, **changes) if changes else cfg
+
+
+def _check_pinned(cfg: TrainConfig, what: str, root) -> Path:
+    spec, pinned = getattr(cfg, what), getattr(cfg, f"{what}_sha256")
+    path = _source_file(spec, root, what)
+    if pinned and content_sha256(spec, root, what) != pinned:
+        raise InitSourceError(f"{what}={spec!r} changed since this run's config named it (sha256 {pinned[:12]}…); "
+                              f"restore it, or start a new run (the command line pins the new content)")
+    return path
+
+
+def _load_state(path: Path) -> dict:
+    """A state_dict from one of our checkpoints (checksummed) or a plain torch file."""
+    if path.with_name(path.name + ".sha256").exists():
+        state = checkpoints.load(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise InitSourceError(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
+    return state.get("model", state) if isinstance(state, dict) else state
+
+
+def load_initial(model: torch.nn.Module, cfg: TrainConfig, root=None) -> dict:
+    """Overwrite the seeded initial weights with ``cfg.init_from``'s; return what was done (for
+    provenance). A classification head that does not fit keeps the init seed's draw."""
+    from experiments.models.hf_vit import load_hf_vit, load_state_into
+
+    path = _check_pinned(cfg, "init_from", root)
+    if path.is_dir():  # a Hugging Face folder
+        hf_type = json.loads((path / "config.json").read_text()).get("model_type") if (path / "config.json").exists() else None
+        if hf_type == "gpt2":
+            from experiments.models.gpt import load_hf_gpt2
+
+            model.load_state_dict(load_hf_gpt2(path, model.config))
+            report = {"source": str(path), "reinitialised": []}
+        elif hf_type == "vit":
+            r = load_hf_vit(path, model)
+            report = {"source": r.source, "reinitialised": list(r.reinitialised), "notes": list(r.notes)}
+        else:
+            raise InitSourceError(f"init_from={cfg.init_from!r}: {path} is a folder but not a Hugging Face ViT or "
+                                  f"GPT-2 checkpoint (config.json model_type {hf_type!r}) nor a run directory")
+    else:
+        r = load_state_into(model, _load_state(path), str(path))
+        report = {"source": r.source, "reinitialised": list(r.reinitialised)}
+    return {**report, "sha256": cfg.init_from_sha256}
+
+
+def load_mask(cfg: TrainConfig, root=None):
+    """The fixed mask of ``prune=mask``: ``mask_from``'s final mask."""
+    from experiments.pruning.masks import Mask
+
+    path = _check_pinned(cfg, "mask_from", root)
+    return Mask.from_state_dict(checkpoints.load(path) if path.with_name(path.name + ".sha256").exists()
+                                else torch.load(path, map_location="cpu", weights_only=True))
