@@ -38,7 +38,8 @@ def load_final(run: str | Path) -> tuple[TrainConfig, dict]:
     return TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
 
 
-def check_compatible(cfg_a: TrainConfig, state_a: dict, cfg_b: TrainConfig, state_b: dict) -> None:
+def check_compatible(cfg_a: TrainConfig, state_a: dict, cfg_b: TrainConfig, state_b: dict, *,
+                     allow_different_init: bool = False) -> None:
     for key in state_a:
         if key not in state_b:
             raise InterpolationError(f"parameter {key!r} of run A is missing in run B")
@@ -50,7 +51,8 @@ def check_compatible(cfg_a: TrainConfig, state_a: dict, cfg_b: TrainConfig, stat
         raise InterpolationError(f"parameter {sorted(extra)[0]!r} of run B is missing in run A")
     if cfg_a.dataset != cfg_b.dataset:
         raise InterpolationError(f"runs were trained on different datasets: {cfg_a.dataset} vs {cfg_b.dataset}")
-    if cfg_a.init_seed != cfg_b.init_seed:
+    # Different inits are the point of permutation alignment (experiments.align), which says so.
+    if cfg_a.init_seed != cfg_b.init_seed and not allow_different_init:
         warnings.warn(f"the runs have different init seeds ({cfg_a.init_seed} vs {cfg_b.init_seed}): this is "
                       f"not the paper's LMC setting, which trains both from one initialisation", stacklevel=2)
 
@@ -66,8 +68,11 @@ def lerp_state(state_a: dict, state_b: dict, alpha: float) -> dict:
 
 def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 11,
                      splits: tuple[str, ...] = ("train", "test"), root=None, device="auto",
-                     write: bool = True, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate the straight path between two runs; return (curve rows, barrier rows)."""
+                     write: bool = True, progress: bool = True,
+                     allow_different_init: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate the straight path between two runs; return (curve rows, barrier rows).
+
+    ``allow_different_init``: no warning when the init seeds differ (``lmc align``'s pairs)."""
     from tqdm.auto import tqdm
 
     from lmc.manifest import manifest_hash, read_manifest
@@ -80,7 +85,7 @@ def interpolate_runs(run_a: str | Path, run_b: str | Path, *, num_alphas: int = 
     run_a, run_b = Path(run_a), Path(run_b)
     cfg_a, state_a = load_final(run_a)
     cfg_b, state_b = load_final(run_b)
-    check_compatible(cfg_a, state_a, cfg_b, state_b)
+    check_compatible(cfg_a, state_a, cfg_b, state_b, allow_different_init=allow_different_init)
     dev = resolve_device(device)
     set_deterministic()
     alphas = barrier_lib.alphas(num_alphas)
