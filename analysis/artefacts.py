@@ -254,7 +254,11 @@ def figure_table(name: str, df: pd.DataFrame, axes: list[str], value: str, inter
     tidy["column"] = [" / ".join([*(str(getattr(r, a)) for a in axes[1:]), r.split]) for r in tidy.itertuples()]
     wide = tidy.pivot(index=axes[0], columns="column", values="cell")
     wide = wide.reindex(index=list(dict.fromkeys(tidy[axes[0]])), columns=list(dict.fromkeys(tidy.column)))
-    return Table(name, tidy.drop(columns=["cell", "column"]), wide.reset_index().rename(columns={axes[0]: ""}))
+    notes = [f"{' / '.join(str(getattr(r, a)) for a in axes)} ({r.split}): undecided, our 95% interval "
+             f"{r.ci_low:.2f}–{r.ci_high:.2f}% straddles the 2% line"
+             for r in tidy.itertuples() if getattr(r, "ours_verdict", None) == ci.UNDECIDED]
+    return Table(name, tidy.drop(columns=["cell", "column"]), wide.reset_index().rename(columns={axes[0]: ""}),
+                 notes)
 
 
 def collect_curves(tasks: list[dict], root=None) -> pd.DataFrame:

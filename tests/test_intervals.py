@@ -146,3 +146,13 @@ def test_a_three_seed_table_from_real_runs_carries_intervals(tmp_path, mnist_sma
         assert math.isclose(row.ci_low, values.min()) and math.isclose(row.ci_high, values.max())
     assert "CI " in (out / "table2.md").read_text() and "95% bootstrap CI" in result.stdout
     assert json.loads((out / "summary.json").read_text())["intervals"] is True
+
+
+def test_a_figure_table_names_its_undecided_cells():
+    from analysis.artefacts import figure_table
+
+    df = _rows({"p=0.0": [0.1, 0.2, 0.3], "p=0.5": [1.0, 2.5, 3.0]}).rename(columns={"columns": "slopes"})
+    t = figure_table("figure1", df, ["slopes"], "error_barrier_pct", intervals=True)
+    assert [n.split(":")[0] for n in t.notes] == ["p=0.5 (test)", "p=0.5 (train)"]
+    assert "undecided" in t.wide.set_index("").loc["p=0.5", "test"]
+    assert "undecided" not in t.wide.set_index("").loc["p=0.0", "test"]
