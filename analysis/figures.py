@@ -103,6 +103,18 @@ def normalized_per_dataset(df: pd.DataFrame, out: Path) -> list[Path]:
     return _save(grid, out)
 
 
+def barrier_before_after_alignment(df: pd.DataFrame, out: Path, x: str) -> list[Path]:
+    """Different-init pairs: error barrier (%) before and after permutation alignment, per cell of ``x``."""
+    import seaborn as sns
+
+    grid = sns.catplot(data=_ok(df), x=x, y="error_barrier_pct", hue="alignment", hue_order=["before", "after"],
+                       col="split", kind="bar", errorbar="sd", height=3.2, aspect=1.2)
+    grid.set_axis_labels(x, "error barrier (%)")
+    grid.set_titles("{col_name} split")
+    _lmc_line(grid)
+    return _save(grid, out)
+
+
 def interpolation_curves(curves: pd.DataFrame, out: Path, hue: str, col: str | None) -> list[Path]:
     """Error (%) along the path for every cell (mean over pairs), train dashed, test solid."""
     import seaborn as sns

@@ -1,6 +1,7 @@
 """The paper's published numbers (Altıntaş et al., arXiv 2312.09832), for side-by-side tables.
 
-Barriers are 100·B (percent); ``None`` marks a cell the paper reports as unstable.
+Barriers are 100·B (percent); ``None`` marks a cell the paper reports as unstable. Table 3's
+parameter counts live beside the models (``experiments.models.PAPER_MILLIONS``).
 """
 from __future__ import annotations
 
@@ -36,9 +37,6 @@ TABLE4 = {
     "cifar100": {2: (None, 26.01), 4: (14.26, 27.16), 8: (25.33, 20.30)},
     "tiny_imagenet": {2: (None, 7.62), 4: (1.68, 8.27), 8: (5.80, 5.79)},
 }
-
-# Table 3: parameters (millions) of the 2-layer CIFAR-10 networks, kernel 4, no padding.
-TABLE3 = {"cnn": 0.09, "lc_cnn": 0.48, "toeplitz_mlp": 25.26, "attention": 1.08}
 
 _SPLIT_INDEX = {"test": 0, "train": 1}
 

@@ -2,9 +2,10 @@
 
 Per sweep (``<results>/reproduce/<grid>/<scale>/``): ``results.parquet`` (one row per pair and
 split), one ``<artefact>.{csv,md,tex}`` per table (CSV: the tidy numbers with the ``paper``
-column; Markdown and LaTeX: the paper's layout, cells "ours ± std [paper]"), figures as PNG and
-PDF, and ``summary.json`` (scale, seeds, data actually used, hardware, wall time of every
-invocation). ``lmc report`` gathers every summary into ``<results>/REPRODUCTION.md``.
+column; Markdown and LaTeX: the paper's layout, cells "ours ± std [paper]", with 95% bootstrap
+intervals when the sweep has two or more seed pairs; ``analysis.tables.write_table``), figures
+as PNG and PDF, and ``summary.json`` (scale, seeds, data actually used, hardware, wall time of
+every invocation). ``lmc report`` gathers every summary into ``<results>/REPRODUCTION.md``.
 """
 from __future__ import annotations
 
@@ -15,52 +16,42 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import artefacts, figures
-from lmc.io import atomic_path, atomic_write_text
+from analysis.tables import Table
+from lmc.io import atomic_write_text
 
 SUMMARY = "summary.json"
 # The order of the paper, for the report.
-ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3", "figure5")
-
-
-def write_table(table: artefacts.Table, stem: Path) -> dict[str, Path]:
-    """CSV (tidy, with the paper column), Markdown and LaTeX (the paper's layout), atomically."""
-    md = table.wide.to_markdown(index=False) + "\n"
-    if table.notes:
-        md += "\n" + "\n".join(f"- {n}" for n in table.notes) + "\n"
-    writers = {".csv": lambda p: table.tidy.to_csv(p, index=False),
-               ".md": lambda p: Path(p).write_text(md),
-               ".tex": lambda p: Path(p).write_text(table.wide.to_latex(index=False))}
-    out = {}
-    for suffix, write in writers.items():
-        path = Path(str(stem) + suffix)
-        with atomic_path(path) as tmp:
-            write(tmp)
-        out[suffix] = path
-    return out
+ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3", "figure5", "alignment")
 
 
 def build_outputs(layout: str, axes: list[str], outputs: list[str], df: pd.DataFrame, curves: pd.DataFrame,
-                  out: Path) -> tuple[list[artefacts.Table], list[Path]]:
-    """The tables and figures of one sweep, by the grid's layout."""
+                  out: Path, intervals: bool = False) -> tuple[list[Table], list[Path]]:
+    """The tables and figures of one sweep, by the grid's layout; ``intervals``: 95% bootstrap
+    intervals over the seed pairs in every barrier table (needs two or more pairs per cell)."""
     tables, figs = [], []
     if layout == "table1":
-        tables.append(artefacts.table1(df))
+        tables.append(artefacts.table1(df, intervals))
     elif layout == "table2":
-        tables.append(artefacts.table2(df))
+        tables.append(artefacts.table2(df, intervals))
     elif layout == "figure1":
-        tables.append(artefacts.figure_table("figure1", df, axes, "error_barrier_pct"))
+        tables.append(artefacts.figure_table("figure1", df, axes, "error_barrier_pct", intervals))
         figs += figures.barrier_vs_slope(df, out / "figure1")
     elif layout == "figure2":
-        tables.append(artefacts.figure_table("figure2", df, axes, "error_barrier_pct"))
+        tables.append(artefacts.figure_table("figure2", df, axes, "error_barrier_pct", intervals))
         figs += figures.barrier_per_layer(df, out / "figure2")
     elif layout in ("figure3", "figure5"):
-        tables.append(artefacts.figure_table(layout, df, axes, "normalized_barrier_pct"))
+        tables.append(artefacts.figure_table(layout, df, axes, "normalized_barrier_pct", intervals))
         figs += figures.normalized_per_dataset(df, out / layout)
         if "table4" in outputs:
             tables.append(artefacts.table4(df))
+    elif layout == "alignment":  # rows: the grid's first axis; columns: before/after alignment x split
+        tables.append(artefacts.figure_table(outputs[0], df, axes + ["alignment"], "error_barrier_pct", intervals))
+        figs += figures.barrier_before_after_alignment(df, out / outputs[0], x=axes[0])
     else:  # a user's own grid: the barrier per cell
-        tables.append(artefacts.figure_table(outputs[0], df, axes, "error_barrier_pct"))
-    if not curves.empty:
+        tables.append(artefacts.figure_table(outputs[0], df, axes, "error_barrier_pct", intervals))
+    if layout == "alignment" and not curves.empty:
+        figs += figures.interpolation_curves(curves, out / "curves", hue="alignment", col=axes[0])
+    elif not curves.empty:
         hue, col = (axes[0], axes[-1]) if len(axes) > 1 else (axes[0], None)
         figs += figures.interpolation_curves(curves, out / "curves", hue=hue, col=col)
     return tables, figs
@@ -146,8 +137,10 @@ def _section(s: dict, here: Path) -> list[str]:
         lines.append(f"- **not run, data missing** — `{name}`: {why}")
     for f in s.get("failed", []):
         lines.append(f"- **failed** {f.get('cell')} pair {f.get('pair')}: {f.get('error')}")
+    legend = "ours ± std across pairs, 95% bootstrap CI [paper]" if s.get("intervals") else \
+        "ours ± std across pairs [paper]"
     for name, md in s.get("tables", {}).items():
-        lines += ["", f"### {name} (ours ± std across pairs [paper])", "", md.rstrip()]
+        lines += ["", f"### {name} ({legend})", "", md.rstrip()]
     for fig in (Path(f) for f in s.get("figures", []) if f.endswith(".png")):
         rel = fig.resolve().relative_to(here.resolve()) if fig.resolve().is_relative_to(here.resolve()) else fig
         lines += ["", f"![{fig.stem}]({rel})"]

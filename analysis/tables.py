@@ -1,13 +1,25 @@
-"""Barrier tables from interpolation results (pandas only: this stage never imports torch)."""
+"""Barrier tables from interpolation results, and the one writer of every table (pandas only:
+this stage never imports torch)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.paper import paper_reference
 from lmc import paths
+
+
+@dataclass
+class Table:
+    """One table: tidy numbers (CSV), a readable layout (Markdown, LaTeX) and what a reader must know."""
+    name: str
+    tidy: pd.DataFrame
+    wide: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    floatfmt: str = "g"  # how the readable layout prints floats (its cells are mostly formatted text)
 
 
 def collect_barriers(root=None) -> pd.DataFrame:
@@ -17,13 +29,6 @@ def collect_barriers(root=None) -> pd.DataFrame:
         for rec in json.loads(f.read_text())["barriers"]:
             rows.append({**rec, "interpolation": f.parent.name})
     return pd.DataFrame(rows)
-
-
-def collect_curves(root=None) -> pd.DataFrame:
-    files = sorted(paths.interpolations_dir(root).glob(f"*/{paths.CURVE_PARQUET}"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f).assign(interpolation=f.parent.name) for f in files], ignore_index=True)
 
 
 def with_paper(barriers: pd.DataFrame) -> pd.DataFrame:
@@ -44,14 +49,23 @@ def demo_table(barriers: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in DEMO_COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
-def write_table(table: pd.DataFrame, stem: Path) -> dict[str, Path]:
-    """CSV, Markdown and LaTeX beside each other (atomic writes)."""
+def write_table(table: Table | pd.DataFrame, stem: Path) -> dict[str, Path]:
+    """``<stem>.csv`` (the tidy numbers), ``.md`` and ``.tex`` (the readable layout, then the notes),
+    each written atomically. A plain DataFrame (raw barrier rows: the demo, ``lmc barriers``) is
+    both its tidy and its readable form, its floats printed with 3 decimals."""
     from lmc.io import atomic_path
 
+    if isinstance(table, pd.DataFrame):
+        table = Table(Path(stem).name, table, table, floatfmt=".3f")
+    md = table.wide.to_markdown(index=False, floatfmt=table.floatfmt) + "\n"
+    if table.notes:
+        md += "\n" + "\n".join(f"- {n}" for n in table.notes) + "\n"
+    latex_floats = None if table.floatfmt == "g" else f"%{table.floatfmt}"
+    writers = {".csv": lambda p: table.tidy.to_csv(p, index=False),
+               ".md": lambda p: Path(p).write_text(md),
+               ".tex": lambda p: Path(p).write_text(table.wide.to_latex(index=False, float_format=latex_floats))}
     out = {}
-    for suffix, write in ((".csv", lambda p: table.to_csv(p, index=False)),
-                          (".md", lambda p: Path(p).write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")),
-                          (".tex", lambda p: Path(p).write_text(table.to_latex(index=False, float_format="%.3f")))):
+    for suffix, write in writers.items():
         path = Path(str(stem) + suffix)
         with atomic_path(path) as tmp:
             write(tmp)

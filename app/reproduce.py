@@ -2,6 +2,8 @@
 
     lmc reproduce --list
     lmc reproduce table1 --scale quick --seeds 1 --jobs 2
+    lmc reproduce table2 --scale quick --seeds 3          # + 95% bootstrap intervals over the pairs
+    lmc reproduce alignment --scale quick --seeds 3       # different-init pairs, before/after weight matching
     lmc reproduce figure3 --scale quick --skip-missing-data
     lmc reproduce table1 --scale paper --executor slurm --partition gpu --gpus-per-job 1 --jobs 24
     lmc report
@@ -27,10 +29,14 @@ from lmc.paths import check_layout, sweep_dir
 def register(sub) -> None:
     """Add the `reproduce` and `report` subcommands."""
     p = sub.add_parser("reproduce", help="regenerate one of the paper's tables or figures (see --list)")
-    p.add_argument("artefact", nargs="?", help="table1..table4, figure1, figure2, figure3, figure5, or a .toml grid")
+    p.add_argument("artefact", nargs="?", help="table1..table4, figure1, figure2, figure3, figure5, alignment, or a .toml grid")
     p.add_argument("--list", action="store_true", help="list the artefacts and their scales, then exit")
     p.add_argument("--scale", default="quick", choices=("quick", "paper"), help="grid scale (default quick)")
-    p.add_argument("--seeds", type=int, default=1, help="seed pairs per cell, reported as mean ± std (default 1)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seed pairs per cell, reported as mean ± std, and with 2 or more a 95%% bootstrap interval "
+                        "that decides 'connected' (default 1)")
+    p.add_argument("--intervals", action="store_true",
+                   help="require the 95%% bootstrap intervals (automatic with --seeds >= 2; an error with --seeds 1)")
     p.add_argument("--jobs", type=int, default=1, help="parallel workers / submitit jobs (default 1)")
     p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"),
                    help="local process pool (default), Slurm through submitit, or submitit's local executor")
@@ -72,6 +78,9 @@ def _reproduce(args) -> int:
         from experiments.grids import ARTEFACTS
 
         raise UsageError(f"name an artefact ({', '.join(ARTEFACTS)}) or pass --list")
+    if args.intervals and args.seeds < 2:
+        raise UsageError(f"--intervals needs at least 2 seed pairs per cell to resample, got --seeds {args.seeds}; "
+                         f"pass --seeds 3 (or more)")
     from experiments.grids import load_grid
 
     grid = load_grid(args.artefact, args.scale, tuple(args.set))  # every cell validated before anything runs
@@ -101,11 +110,12 @@ def _common_summary(grid, args) -> dict:
 
 def _counts(grid, out: Path, args, t0: float) -> int:
     from analysis import artefacts, report
+    from analysis.tables import write_table
     from experiments.models import parameter_table
 
     rows = parameter_table(tuple(grid.counts.get("input_shape", (3, 32, 32))), int(grid.counts.get("num_classes", 10)))
     table = artefacts.table3(rows)
-    report.write_table(table, out / table.name)
+    write_table(table, out / table.name)
     print(table.wide.to_markdown(index=False))
     report.update_summary(out, {**_common_summary(grid, args), "seeds": 0, "tasks": 0, "ok": 0, "failed": [],
                                 "tables": {table.name: paths.table_files(out / table.name)[".md"].read_text()},
@@ -119,6 +129,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     import json
 
     from analysis import artefacts, report
+    from analysis.tables import write_table
     from app import sweep
     from lmc.io import atomic_write_text
 
@@ -139,15 +150,18 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     df = artefacts.collect(tasks, args.results)
     artefacts.save_frame(df, out / paths.SWEEP_RESULTS)
     curves = artefacts.collect_curves(tasks, args.results)
-    tables, figs = report.build_outputs(grid.layout, list(grid.axes), list(grid.outputs), df, curves, out)
+    intervals = args.seeds >= 2  # every barrier cell gets a bootstrap interval over its pairs
+    tables, figs = report.build_outputs(grid.layout, list(grid.axes), list(grid.outputs), df, curves, out,
+                                        intervals=intervals)
     written = {}
+    legend = "ours ± std across pairs, 95% bootstrap CI [paper]" if intervals else "ours ± std across pairs [paper]"
     for table in tables:
-        report.write_table(table, out / table.name)
+        write_table(table, out / table.name)
         written[table.name] = paths.table_files(out / table.name)[".md"].read_text()
-        print(f"\n{table.name} (ours ± std across pairs [paper]):\n\n{written[table.name]}")
+        print(f"\n{table.name} ({legend}):\n\n{written[table.name]}")
     wall = time.time() - t0  # data, training, interpolation, tables and figures
     ok = int(len(df[df.status == "ok"].drop_duplicates(["cell", "pair"]))) if len(df) else 0
-    fields = {**_common_summary(grid, args), "seeds": args.seeds, "tasks": len(tasks), "ok": ok,
+    fields = {**_common_summary(grid, args), "seeds": args.seeds, "intervals": intervals, "tasks": len(tasks), "ok": ok,
               "failed": [{k: r.get(k) for k in ("cell", "pair", "error")} for r in failed],
               "skipped_data": missing, "data": used, "tables": written, "figures": [str(f) for f in figs],
               "train_seconds": float(df.drop_duplicates(["cell", "pair"]).train_seconds.sum()) if len(df) else 0.0,

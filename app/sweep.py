@@ -1,6 +1,8 @@
 """Run a grid: build its data, train every pair, interpolate it; locally or on Slurm (submitit).
 
-One *task* is one LMC pair of one cell: train child A, train child B, interpolate them. Tasks
+One *task* is one LMC pair of one cell: train child A, train child B, interpolate them (for a
+grid with ``pairing = "different_init"``: child B has its own init seed, and the pair is then
+aligned by weight matching and interpolated again, ``experiments.align``). Tasks
 are plain dicts (JSON-able, picklable), so a local process pool, submitit's local executor and
 Slurm array jobs all run the same function, :func:`run_tasks`, on a shared results directory.
 
@@ -58,6 +60,10 @@ def prepare_data(grid: Grid, root=None, *, skip_missing: bool = False) -> tuple[
 
 # -- tasks --------------------------------------------------------------------------------
 
+# Weight matching's seed for the pairs of a different-init grid (it orders the visits only).
+ALIGN_SEED = 0
+
+
 def plan_tasks(grid: Grid, num_seeds: int, device: str = "auto") -> list[dict]:
     """One task per cell and seed pair, in cell order; ``device`` is where the workers train."""
     if num_seeds < 1:
@@ -66,14 +72,30 @@ def plan_tasks(grid: Grid, num_seeds: int, device: str = "auto") -> list[dict]:
     for cell in grid.cells:
         for index in range(num_seeds):
             init_seed, seeds_a, seeds_b = pair_seeds(index)
+            aligned = {}
+            if grid.pairing == "different_init":
+                # Pair i: inits 2i and 2i+1, so no two runs of the sweep share an initialisation.
+                init_seed, aligned = 2 * index, {"init_seed_b": 2 * index + 1, "align_seed": ALIGN_SEED}
             shared = replace(cell.config, init_seed=init_seed)
-            a, b = child_configs(shared, seeds_a, seeds_b)
-            tasks.append({"grid": grid.path.stem, "scale": grid.scale, "cell": cell.key,
-                          "labels": dict(cell.labels), "pair": index, "config": shared.to_dict(),
-                          "seeds_a": list(seeds_a), "seeds_b": list(seeds_b), "run_a": a.run_name(),
-                          "run_b": b.run_name(), "num_alphas": grid.num_alphas, "device": device,
-                          "interpolation": paths.interpolation_name(a.run_name(), b.run_name(), grid.num_alphas)})
+            task = {"grid": grid.path.stem, "scale": grid.scale, "cell": cell.key, "labels": dict(cell.labels),
+                    "pair": index, "config": shared.to_dict(), "seeds_a": list(seeds_a), "seeds_b": list(seeds_b),
+                    "num_alphas": grid.num_alphas, "device": device, **aligned}
+            a, b = task_children(task)
+            task.update(run_a=a.run_name(), run_b=b.run_name(),
+                        interpolation=paths.interpolation_name(a.run_name(), b.run_name(), grid.num_alphas))
+            if aligned:
+                task["aligned_interpolation"] = paths.interpolation_name(
+                    a.run_name(), paths.aligned_name(a.run_name(), b.run_name(), ALIGN_SEED), grid.num_alphas)
+            tasks.append(task)
     return tasks
+
+
+def task_children(task: dict) -> tuple[TrainConfig, TrainConfig]:
+    """The two children of a task; child B of a different-init pair gets its own init seed."""
+    a, b = child_configs(TrainConfig.from_dict(task["config"]), tuple(task["seeds_a"]), tuple(task["seeds_b"]))
+    if "init_seed_b" in task:
+        b = replace(b, init_seed=task["init_seed_b"])
+    return a, b
 
 
 def _pair_lock(task: dict, root) -> Path:
@@ -89,20 +111,25 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
               "interpolation": task["interpolation"], "host": socket.gethostname(), "pid": os.getpid(),
               "trained": [], "interpolated": False, "status": "ok"}
     try:
-        cfg = TrainConfig.from_dict(task["config"])
         runs = []
-        for child in child_configs(cfg, tuple(task["seeds_a"]), tuple(task["seeds_b"])):
+        for child in task_children(task):
             # Under the pair lock, "not DONE before, DONE after" means this worker trained it.
             was_done = (paths.run_dir(child.run_name(), root) / paths.DONE).exists()
             runs.append(train(child, root, device=task["device"], progress=False))
             if not was_done:
                 record["trained"].append(runs[-1].name)
-        out = paths.interpolation_dir(task["interpolation"], root)
-        if not (out / paths.BARRIERS).exists():
-            from experiments.interpolate import interpolate_runs
+        names = [task[k] for k in ("interpolation", "aligned_interpolation") if k in task]
+        if not all((paths.interpolation_dir(n, root) / paths.BARRIERS).exists() for n in names):
+            if "aligned_interpolation" in task:  # A–B and A–π(B), both written by the alignment
+                from experiments.align import align_runs
 
-            interpolate_runs(runs[0], runs[1], num_alphas=task["num_alphas"], root=root, progress=False,
-                             device=task["device"])
+                align_runs(runs[0], runs[1], seed=task["align_seed"], num_alphas=task["num_alphas"], root=root,
+                           progress=False, device=task["device"])
+            else:
+                from experiments.interpolate import interpolate_runs
+
+                interpolate_runs(runs[0], runs[1], num_alphas=task["num_alphas"], root=root, progress=False,
+                                 device=task["device"])
             record["interpolated"] = True
     except Exception as exc:  # one failed pair must not lose the others' results
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""`lmc train`, `lmc train-pair`, `lmc interpolate`, `lmc models`."""
+"""`lmc train`, `lmc train-pair`, `lmc interpolate`, `lmc align`, `lmc models`."""
 from __future__ import annotations
 
 import json
@@ -61,6 +61,8 @@ def register(sub) -> None:
                    help="interpolate runs whose settings differ beyond their noise (recorded in barriers.json)")
     _execution(p)
     p.set_defaults(func=_interpolate)
+
+    _register_align(sub)
 
     p = sub.add_parser("models", help="parameter counts of the model families (Table 3)")
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
@@ -157,4 +159,35 @@ def _models(args) -> int:
     shape, classes = DATASET_SHAPES[args.dataset]
     table = pd.DataFrame(parameter_table(shape, classes))
     print(table.to_markdown(index=False))
+    return 0
+
+
+# -- lmc align (experiments/align.py) ---------------------------------------------------------
+
+def _register_align(sub) -> None:
+    p = sub.add_parser("align", help="permute run B's hidden units to match run A's (weight matching), "
+                                     "then compare the barrier before and after")
+    p.add_argument("run_a", help="run directory of endpoint A (the reference)")
+    p.add_argument("run_b", help="run directory of endpoint B (the one permuted)")
+    p.add_argument("--alphas", type=int, default=11, help="number of evenly spaced α in [0, 1] (default 11)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the order in which the permutations are visited")
+    p.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    p.add_argument("--results", default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_align)
+
+
+def _align(args) -> int:
+    from experiments.align import align_runs
+
+    splits = tuple(s for s in args.splits.split(",") if s)
+    result = align_runs(args.run_a, args.run_b, seed=args.seed, num_alphas=args.alphas, splits=splits,
+                        root=args.results, device=args.device, progress=not args.quiet)
+    m = result.matching
+    print(f"weight matching: {m.sweeps} sweep(s) changed the permutations"
+          f"{'' if m.converged else ' (stopped at the sweep limit before converging)'}; "
+          f"weight distance {result.distance_before:.4g} -> {result.distance_after:.4g}")
+    print(result.table().to_markdown(index=False, floatfmt=".4f"))
+    print(result.aligned_run)
     return 0

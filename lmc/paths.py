@@ -6,6 +6,7 @@ No other module builds a path by hand: they ask this one. The layout follows the
     <results>/corpora/<name>.txt          text corpora written from installed packages
     <results>/runs/<run-name>/            config.json, metrics.jsonl, checkpoints/, final.pt, ...
     <results>/interpolations/<name>/      curve.csv, curve.parquet, barriers.json
+    <results>/aligned/<name>/             a run-like folder: run B permuted to match run A (`lmc align`)
     <results>/demo/                       barriers.csv, barriers.md, error_vs_alpha.png
     <results>/reproduce/<grid>/<scale>/   tables, figures, summary of `lmc reproduce`
     <results>/REPRODUCTION.md             `lmc report`
@@ -135,6 +136,19 @@ def interpolation_name(run_a: str, run_b: str, num_alphas: int, splits=("train",
 
 def interpolation_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return interpolations_dir(root) / name
+
+
+def aligned_dir(root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / "aligned"
+
+
+def aligned_name(run_a: str, run_b: str, seed: int) -> str:
+    """Run B permuted to match run A; the seed orders weight matching's visits, so it names the result."""
+    return f"{run_b}__to__{run_a}-seed{seed}"
+
+
+def aligned_run_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    return aligned_dir(root) / name
 
 
 def reproduce_dir(root: str | os.PathLike | None = None) -> Path:

@@ -21,8 +21,10 @@ from typing import Literal
 
 import numpy as np
 
-Purpose = Literal["init", "order", "aug"]
-PURPOSES: tuple[str, ...] = ("init", "order", "aug")
+Purpose = Literal["init", "order", "aug", "align", "bootstrap"]
+# "align": the order in which weight matching visits the permutations (experiments.align);
+# "bootstrap": the resampling of seed pairs behind a confidence interval (analysis.intervals).
+PURPOSES: tuple[str, ...] = ("init", "order", "aug", "align", "bootstrap")
 
 
 def check_seed(value, name: str = "seed") -> int:

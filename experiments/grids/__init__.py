@@ -7,6 +7,11 @@ The cells are the product of the axes' entries; each entry has a ``label`` (the 
 wording, used by the tables), TrainConfig fields, optionally per-scale overrides
 (``quick = { batch_size = 171 }``) and ``only = "paper"`` to restrict it to one scale.
 
+A top-level ``pairing`` says how a cell's two children relate: ``same_init`` (default: one
+initialisation, two noises, the paper's LMC pairs) or ``different_init`` (child B has its own
+init seed; the sweep then aligns B to A by weight matching and interpolates both, see
+``alignment.toml``).
+
 Precedence: base < scale config < axis entries (in axis order) < an entry's per-scale overrides.
 Every key is checked and every cell's TrainConfig is built (and so validated) when the grid
 is loaded: a typo or an invalid value fails before any run starts. Reading a grid never
@@ -30,11 +35,15 @@ SCALES = ("paper", "quick")
 ARTEFACTS = {
     "table1": "table1.toml", "table2": "table2.toml", "table3": "table3.toml", "table4": "figure3.toml",
     "figure1": "figure1.toml", "figure2": "figure2.toml", "figure3": "figure3.toml", "figure5": "figure5.toml",
-    "ablation_table2": "ablation_table2.toml",
+    "ablation_table2": "ablation_table2.toml", "alignment": "alignment.toml",
 }
+# How a cell's two children relate: one init and two noises (the paper's LMC pairs), or two
+# inits, aligned by weight matching after interpolation (experiments.align; app.sweep).
+PAIRINGS = ("same_init", "different_init")
 # The sweep owns the seeds (``--seeds``): a grid that set them would break the pairing.
 SEED_KEYS = ("init_seed", "order_seed", "aug_seed", "parent_order_seed", "parent_aug_seed", "replicate")
-_TOP_KEYS = {"artefact", "title", "layout", "axes", "outputs", "kind", "base", "scales", "counts", "num_alphas"}
+_TOP_KEYS = {"artefact", "title", "layout", "axes", "outputs", "kind", "base", "scales", "counts", "num_alphas",
+             "pairing"}
 _SCALE_KEYS = {"notes", "config", "data", "batch_sizes"}
 _DATA_KEYS = {"name", "builder", "src", "train_subset"}
 _ENTRY_KEYS = {"label", "only", *SCALES}
@@ -68,6 +77,7 @@ class Grid:
     kind: str = "pairs"                           # "pairs" (train + interpolate) or "counts"
     counts: dict = field(default_factory=dict)
     num_alphas: int = 11
+    pairing: str = "same_init"                    # one of PAIRINGS
 
     def datasets(self) -> list[str]:
         """The dataset folders the runs of this grid read, in first-use order."""
@@ -203,7 +213,13 @@ def load_grid(artefact: str, scale: str, overrides: tuple[str, ...] = ()) -> Gri
     num_alphas = raw.get("num_alphas", 11)
     if isinstance(num_alphas, bool) or not isinstance(num_alphas, int) or num_alphas < 2:
         raise ConfigError(f"{path}: num_alphas={num_alphas!r} is invalid: expected an integer >= 2")
-    return Grid(**common, axes=axes, cells=tuple(cells), data=data, num_alphas=num_alphas)
+    pairing = raw.get("pairing", "same_init")
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"{path}: pairing={pairing!r} is invalid: expected one of {PAIRINGS}")
+    if pairing == "different_init" and raw["layout"] != "alignment":
+        # Its pairs have a barrier before and after alignment: only that layout keeps them apart.
+        raise ConfigError(f"{path}: pairing='different_init' needs layout='alignment', got {raw['layout']!r}")
+    return Grid(**common, axes=axes, cells=tuple(cells), data=data, num_alphas=num_alphas, pairing=pairing)
 
 
 def pair_seeds(index: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
