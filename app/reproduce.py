@@ -29,7 +29,7 @@ from lmc.paths import check_layout, sweep_dir
 def register(sub) -> None:
     """Add the `reproduce` and `report` subcommands."""
     p = sub.add_parser("reproduce", help="regenerate one of the paper's tables or figures (see --list)")
-    p.add_argument("artefact", nargs="?", help="table1..table4, figure1, figure2, figure3, figure5, alignment, or a .toml grid")
+    p.add_argument("artefact", nargs="?", help="an artefact of --list (a grid or a study), or a .toml grid")
     p.add_argument("--list", action="store_true", help="list the artefacts and their scales, then exit")
     p.add_argument("--scale", default="quick", choices=("quick", "paper"), help="grid scale (default quick)")
     p.add_argument("--seeds", type=int, default=1,
@@ -60,13 +60,24 @@ def register(sub) -> None:
 
 
 def _list() -> int:
+    from app import studies
     from experiments.grids import ARTEFACTS, describe
 
     for name in ARTEFACTS:
         for row in describe(name):
             cells = f"{row['cells']} cells" if row["cells"] else "no training"
-            print(f"{name:8s} {row['scale']:6s} {row['grid']:13s} {cells:12s} {row['notes']}")
+            print(f"{name:15s} {row['scale']:6s} {row['grid']:20s} {cells:12s} {row['notes']}")
+    for name in studies.names():
+        for scale, notes in studies.get(name).SCALES.items():
+            print(f"{name:15s} {scale:6s} {'study (app/studies)':20s} {'':12s} {notes}")
     return 0
+
+
+def artefact_names() -> list[str]:
+    from app import studies
+    from experiments.grids import ARTEFACTS
+
+    return [*ARTEFACTS, *studies.names()]
 
 
 def _reproduce(args) -> int:
@@ -75,9 +86,17 @@ def _reproduce(args) -> int:
     if args.list:
         return _list()
     if not args.artefact:
-        from experiments.grids import ARTEFACTS
+        raise UsageError(f"name an artefact ({', '.join(artefact_names())}) or pass --list")
+    from app import studies
 
-        raise UsageError(f"name an artefact ({', '.join(ARTEFACTS)}) or pass --list")
+    if args.artefact in studies.names():
+        study = studies.get(args.artefact)
+        if args.scale not in study.SCALES:
+            raise UsageError(f"{args.artefact} has scales {', '.join(study.SCALES)}, not {args.scale!r}")
+        check_layout(args.results)
+        out = sweep_dir(args.artefact, args.scale, args.results)
+        out.mkdir(parents=True, exist_ok=True)
+        return study.run(args, out)
     if args.intervals and args.seeds < 2:
         raise UsageError(f"--intervals needs at least 2 seed pairs per cell to resample, got --seeds {args.seeds}; "
                          f"pass --seeds 3 (or more)")
