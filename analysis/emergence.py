@@ -11,21 +11,7 @@ import pandas as pd
 
 from lmc import paths
 
-LMC_LINE_PCT = 2.0
-CONFIDENCE = 0.95
-BOOTSTRAP_SEED = 0
-
-
-def interval(values) -> tuple[float, float]:
-    """A seeded 95% percentile-bootstrap interval of the mean (degenerate when all values agree)."""
-    from scipy.stats import bootstrap
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2 or np.all(values == values[0]):
-        return float(values.mean()), float(values.mean())
-    res = bootstrap((values,), np.mean, confidence_level=CONFIDENCE, method="percentile", n_resamples=9999,
-                    random_state=np.random.default_rng(BOOTSTRAP_SEED))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+from analysis.intervals import LMC_LINE_PCT, bootstrap_interval
 
 
 def emergence_table(barriers: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
@@ -36,7 +22,7 @@ def emergence_table(barriers: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
         row = {"spawn_step": int(k), "epochs": float(at_k.epochs_at_spawn.iloc[0]), "pairs": at_k.pair.nunique()}
         for split, group in at_k.groupby("split", sort=True):
             for column, name in (("error_barrier_pct", "error"), ("loss_barrier", "loss")):
-                low, high = interval(group[column])
+                low, high = bootstrap_interval(group[column])
                 row[f"{split}_{name}_barrier"] = float(group[column].mean())
                 row[f"{split}_{name}_ci_low"], row[f"{split}_{name}_ci_high"] = low, high
         rows.append(row)

@@ -65,15 +65,36 @@ def pair_configs(cfg, index: int, step: int):
     return child_configs(shared, seeds_a, seeds_b)
 
 
-def run(args) -> int:
+def measure(cfg, steps, seeds: int, root=None, *, device="auto", num_alphas: int = 11, progress: bool = False):
+    """Every (spawn step, seed pair, split) barrier row of ``cfg``: each seed pair's parent is
+    trained once to all its spawn steps, then two children per step, then their interpolation.
+    The data must exist; the steps must fit in the run (``run`` checks both for the command)."""
     import pandas as pd
 
+    from experiments.interpolate import interpolate_runs
+    from experiments.training import task_for, train, train_parent
+
+    steps_per_epoch = task_for(cfg, root).steps_per_epoch
+    rows = []
+    for index in range(seeds):
+        spawned = [k for k in steps if k > 0]
+        if spawned:
+            parent = pair_configs(cfg, index, spawned[0])[0].parent()
+            print(f"[emergence] seed pair {index}: parent to steps {', '.join(map(str, spawned))}")
+            train_parent(parent, spawned, root, device=device)
+        for k in steps:
+            runs = [train(child, root, device=device, progress=progress) for child in pair_configs(cfg, index, k)]
+            _, bars = interpolate_runs(*runs, num_alphas=num_alphas, root=root, device=device, progress=False)
+            rows.append(bars.assign(spawn_step=k, pair=index, epochs_at_spawn=k / steps_per_epoch))
+    return pd.concat(rows, ignore_index=True)
+
+
+def run(args) -> int:
     import beton_builders
     from analysis import emergence as report
     from beton_builders.registry import DATASETS
     from experiments.config import TrainConfig
-    from experiments.interpolate import interpolate_runs
-    from experiments.training import task_for, train, train_parent
+    from experiments.training import task_for
     from lmc import config as cfglib
     from lmc import paths
     from lmc.errors import UsageError
@@ -88,30 +109,18 @@ def run(args) -> int:
     if cfg.dataset in DATASETS:
         beton_builders.ensure(cfg.dataset, args.results)
     steps_per_epoch = task_for(cfg, args.results).steps_per_epoch
-    total = cfg.epochs * steps_per_epoch
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
     steps = steps or default_spawn_steps(total)
     if steps[-1] > total:
         raise UsageError(f"--spawn-steps: {steps[-1]} is beyond the run's {total} steps ({cfg.epochs} epochs of "
                          f"{steps_per_epoch}); choose steps of at most {total}")
 
     t0 = time.perf_counter()
-    rows = []
-    for index in range(args.seeds):
-        spawned = [k for k in steps if k > 0]
-        if spawned:
-            parent = pair_configs(cfg, index, spawned[0])[0].parent()
-            print(f"[emergence] seed pair {index}: parent to steps {', '.join(map(str, spawned))}")
-            train_parent(parent, spawned, args.results, device=args.device)
-        for k in steps:
-            runs = [train(child, args.results, device=args.device, progress=not args.quiet)
-                    for child in pair_configs(cfg, index, k)]
-            _, bars = interpolate_runs(*runs, num_alphas=args.alphas, root=args.results, device=args.device,
-                                       progress=False)
-            rows.append(bars.assign(spawn_step=k, pair=index, epochs_at_spawn=k / steps_per_epoch))
-    barriers = pd.concat(rows, ignore_index=True)
+    barriers = measure(cfg, steps, args.seeds, args.results, device=args.device, num_alphas=args.alphas,
+                       progress=not args.quiet)
+    table, k_star = report.emergence_table(barriers)
 
     out = paths.emergence_dir(cfg.run_name(), steps, args.seeds, args.results)
-    table, k_star = report.emergence_table(barriers)
     written = report.write(table, barriers, out)
     print()
     print(report.printable(table).to_markdown(index=False))

@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--timeout-min", type=int, default=24 * 60, help="time limit per submitit job in minutes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field in every cell (e.g. width=256); changes the runs' names")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="a local pretrained checkpoint that a study's paper scale starts from (vit_lmc, vit_prune: "
+                        "a Hugging Face ViT-B/16 folder; gpt_lmc: a Hugging Face GPT-2 folder); never downloaded")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the runs train: auto picks cuda when available (provenance, not the runs' names)")
     p.add_argument("--skip-missing-data", action="store_true",
