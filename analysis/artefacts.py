@@ -216,6 +216,26 @@ def table2(df: pd.DataFrame, intervals: bool = False) -> Table:
     return t
 
 
+def ablation(df: pd.DataFrame, axes: list[str], intervals: bool = False) -> Table:
+    """The fidelity ablation: one row per setting (every axis but the last, the Table 2 column),
+    Table 2's cells as columns, and the settings ranked by how close they land to the paper:
+    first by the number of cells on the paper's side of the 2% line, then by the mean distance
+    |log10((ours + 0.1) / (paper + 0.1))| (0.1 points keep near-zero barriers comparable)."""
+    settings, column = axes[:-1], axes[-1]
+    data = df.assign(setting=[" | ".join(str(getattr(r, a)) for a in settings) for r in df.itertuples()])
+    table = _barrier_table("ablation", data, ["setting", column],
+                           lambda r: paper.table2_cell(getattr(r, column), r.split), "setting", [column, "split"],
+                           {column: list(paper.TABLE2)}, intervals)
+    tidy = table.tidy.assign(distance=lambda d: (((d["mean"] + 0.1) / (d.paper + 0.1)).map(math.log10)).abs(),
+                             same_side=lambda d: d.ours_connected == d.paper_connected)
+    ranking = (tidy.groupby("setting", sort=False)
+               .agg(cells=("same_side", "size"), same_side=("same_side", "sum"), distance=("distance", "mean"))
+               .sort_values(["same_side", "distance"], ascending=[False, True]))
+    table.notes[:0] = [f"rank {i}: {setting}: {int(r.same_side)}/{int(r.cells)} cells on the paper's side of 2%, "
+                       f"mean log-distance {r.distance:.2f}" for i, (setting, r) in enumerate(ranking.iterrows(), 1)]
+    return table
+
+
 def table4(df: pd.DataFrame) -> Table:
     """Test accuracy (%) of the endpoints (mean of both children, then across pairs) beside Table 4."""
     test = df[(df.status == "ok") & (df.split == "test")].copy()

@@ -47,11 +47,13 @@ def build_outputs(layout: str, axes: list[str], outputs: list[str], df: pd.DataF
     elif layout == "alignment":  # rows: the grid's first axis; columns: before/after alignment x split
         tables.append(artefacts.figure_table(outputs[0], df, axes + ["alignment"], "error_barrier_pct", intervals))
         figs += figures.barrier_before_after_alignment(df, out / outputs[0], x=axes[0])
+    elif layout == "ablation":  # rows: settings; columns: Table 2's cells; the settings ranked
+        tables.append(artefacts.ablation(df, axes, intervals))
     else:  # a user's own grid: the barrier per cell
         tables.append(artefacts.figure_table(outputs[0], df, axes, "error_barrier_pct", intervals))
     if layout == "alignment" and not curves.empty:
         figs += figures.interpolation_curves(curves, out / "curves", hue="alignment", col=axes[0])
-    elif not curves.empty:
+    elif not curves.empty and layout != "ablation":  # 96 cells: the curves would be unreadable
         hue, col = (axes[0], axes[-1]) if len(axes) > 1 else (axes[0], None)
         figs += figures.interpolation_curves(curves, out / "curves", hue=hue, col=col)
     return tables, figs
