@@ -65,14 +65,11 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from lmc.manifest import ManifestError, check_contents, load_verified
+    from lmc.manifest import check_contents, load_verified
 
-    try:
-        m = load_verified(args.path)
-        check_contents(args.path, m)
-    except ManifestError as exc:
-        print(f"FAIL {exc}")
-        return 1
+    # A ManifestError is a UserError: lmc's main prints it as one line on stderr, exit 2.
+    m = load_verified(args.path)
+    check_contents(args.path, m)
     print(json.dumps({"ok": True, "dataset": m["dataset"], "split": m["split"], "num_samples": m["num_samples"],
                       "beton_sha256": m["beton_sha256"]}))
     return 0
