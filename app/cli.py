@@ -7,7 +7,9 @@ heavy dependencies (torch, ffcv) only inside the handlers, so ``lmc --help`` sta
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,18 +43,92 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Bad input, a full disk or a refused path is one line on stderr and
+    exit code 2; anything else keeps its traceback (it is a bug of ours). A command that fails
+    on a results root that was new or empty leaves it as it found it (see ``_tidy_new_root``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    root, new_root = None, None
     try:
+        from lmc import paths
+
+        root = paths.results_root(getattr(args, "results", None))
+        new_root = "missing" if not root.exists() else None if any(root.iterdir()) else "empty"
         rc = args.func(args)
     except UserError as exc:
-        print(f"lmc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        _tidy_new_root(root, new_root)
+        return _fail(args, str(exc))
+    except OSError as exc:
+        _tidy_new_root(root, new_root)
+        message = _os_error_line(exc)
+        if message is None:
+            raise
+        return _fail(args, message)
     except KeyboardInterrupt:
         print("lmc: interrupted; finished epochs are checkpointed, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except Exception:
+        _tidy_new_root(root, new_root)
+        raise
     return int(rc or 0)
+
+
+def _fail(args, message: str) -> int:
+    # One line, whatever the message holds (a path with a newline, a chained error).
+    print(f"lmc {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _os_error_line(exc: OSError) -> str | None:
+    """The one-line message of an OSError the user can act on, or None (then: a traceback)."""
+    import errno
+
+    from lmc.io import disk_full_error
+
+    where = exc.filename or "?"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return str(disk_full_error(where))
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
+        return (f"cannot write {where}: {exc.strerror}; choose a folder you can write to (--results DIR or "
+                f"LMC_RESULTS) or fix its permissions")
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST) and exc.filename:
+        return f"{where}: {exc.strerror}; a file stands where lmc needs a folder (or the reverse): move it away"
+    return None
+
+
+def _tidy_new_root(root, new_root: str | None) -> None:
+    """After a failed command, put a results root that was new (or empty) back as it was.
+
+    Removed: lock files nobody holds, empty folders, and the LAYOUT_VERSION stamp when nothing
+    else is left, and the root folder itself if this command created it. Kept: every
+    file with results (a .beton built before the failure is valid and is reused next time);
+    a lock file some process still holds (another command working in the same new root).
+    Roots that held anything before the command are never touched: their lock files (one per
+    run, beside the run folders) are harmless and are reused by the next command.
+    """
+    if root is None or not new_root or not root.is_dir():
+        return
+    import contextlib
+
+    from lmc import paths
+    from lmc.io import remove_free_lock
+
+    with contextlib.suppress(OSError):
+        for folder, _, files in os.walk(root, topdown=False):
+            folder = Path(folder)
+            if folder.name == ".locks":
+                for name in files:
+                    if name.endswith(".lock"):
+                        remove_free_lock(folder / name)
+            if folder != root:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only succeeds when empty
+        stamp = paths.layout_file(root)
+        if [p.name for p in root.iterdir()] == [stamp.name]:
+            stamp.unlink()
+        if new_root == "missing" and not any(root.iterdir()):
+            root.rmdir()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`lmc beton ...`: build and verify .beton files."""
+"""`lmc beton ...`: build, verify and adopt .beton files."""
 from __future__ import annotations
 
 import json
@@ -40,6 +40,20 @@ def register(sub) -> None:
     v = bsub.add_parser("verify", help="check a .beton against its manifest")
     v.add_argument("path", help="the .beton file")
     v.set_defaults(func=_verify)
+
+    a = bsub.add_parser("adopt", help="write a manifest for a .beton written by FFCV itself (images + labels)",
+                        description="Reads FFCV's header, decodes the images, writes FILE's manifest beside it "
+                                    "(the file is not changed). See docs/betons.md.")
+    a.add_argument("path", metavar="FILE.beton", help="a .beton written with FFCV's DatasetWriter")
+    a.add_argument("--num-classes", type=int, default=None, help="number of classes (default: max(label)+1)")
+    a.add_argument("--name", default=None, help="dataset name in the manifest (default: the folder's name)")
+    a.add_argument("--split", default=None, help="split name in the manifest (default: the file's stem)")
+    a.add_argument("--image-field", default=None, help="the image field, when the file holds several")
+    a.add_argument("--label-field", default=None, help="the label field (default: the first IntField)")
+    a.add_argument("--sample", type=int, default=0,
+                   help="decode only this many evenly spaced images (huge files; default 0 = every image)")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_adopt)
 
 
 def _build(args) -> int:
@@ -86,14 +100,29 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
-    from lmc.manifest import ManifestError, check_contents, load_verified
+    from lmc.manifest import check_contents, load_verified
 
-    try:
-        m = load_verified(args.path)
-        check_contents(args.path, m)
-    except ManifestError as exc:
-        print(f"FAIL {exc}")
-        return 1
+    # A ManifestError is a UserError: lmc's main prints it as one line on stderr, exit 2.
+    m = load_verified(args.path)
+    check_contents(args.path, m)
     print(json.dumps({"ok": True, "dataset": m["dataset"], "split": m["split"], "num_samples": m["num_samples"],
+                      "beton_sha256": m["beton_sha256"]}))
+    return 0
+
+
+def _adopt(args) -> int:
+    from beton_builders.adopt import adopt
+    from lmc.errors import UsageError
+
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1, got {args.num_classes}")
+    if args.sample < 0:
+        raise UsageError(f"--sample must be 0 (every image) or a positive count, got {args.sample}")
+    m = adopt(args.path, name=args.name, split=args.split, num_classes=args.num_classes,
+              image_field=args.image_field, label_field=args.label_field, sample=args.sample,
+              progress=not args.quiet)
+    print(json.dumps({"ok": True, "dataset": m["dataset"], "split": m["split"], "num_samples": m["num_samples"],
+                      "image_shape": m["image_shape"], "image_encoding": m["image_encoding"],
+                      "num_classes": m["num_classes"], "fields": m["field_map"], "decoded": m["adopted"]["decoded"],
                       "beton_sha256": m["beton_sha256"]}))
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lmc import paths
 from lmc.errors import UserError
-from lmc.io import exclusive_lock
+from lmc.io import exclusive_lock, remove_stale_tmp
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,11 @@ def ensure_dataset(spec, root=None) -> dict[str, Path]:
     named_corpus = src is not None and str(src).startswith("corpus:")
     if src is not None and not named_corpus and not Path(src).expanduser().is_absolute():
         src = paths.data_root() / src
-    with exclusive_lock(paths.lock_path(paths.beton_dir(spec.name, root))):
+    if not (spec.builder == "text" or spec.options or spec.builder == "npz" or spec.train_subset):
+        return beton_builders.ensure(spec.builder, root, src=src)  # which takes the folder's lock itself
+    folder = paths.beton_dir(spec.name, root)
+    with exclusive_lock(paths.lock_path(folder)):
+        remove_stale_tmp(folder)
         if not _has_betons(spec.name, root):
             if spec.builder == "text":
                 options = dict(spec.options)
@@ -89,10 +93,8 @@ def ensure_dataset(spec, root=None) -> dict[str, Path]:
                 raise UserError(f"DataSpec {spec.name}: options apply to the text builder only, not {spec.builder}")
             elif spec.builder == "npz":
                 get("npz").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, progress=False)
-            elif spec.train_subset:
-                _write_subset(spec, beton_builders.ensure(spec.builder, root, src=src), root)
             else:
-                beton_builders.ensure(spec.builder, root, src=src)
+                _write_subset(spec, beton_builders.ensure(spec.builder, root, src=src), root)
     return {s: paths.beton_path(spec.name, s, root) for s in ("train", "test")}
 
 

@@ -44,6 +44,20 @@ class ManifestError(UserError):
     """A .beton that is missing, mismatched or corrupted. The message names the file and the fix."""
 
 
+def field_names(manifest: dict) -> tuple[str, str]:
+    """The names of the image and label fields: ``image`` and ``label`` in the betons this
+    package builds; whatever their writer chose in an adopted one (``field_map``)."""
+    field_map = manifest.get("field_map") or {}
+    return field_map.get("image", "image"), field_map.get("label", "label")
+
+
+def _fix(manifest: dict) -> str:
+    """What to do about a .beton that no longer matches its manifest."""
+    if "adopted" in manifest:
+        return "restore the file, or adopt the new one again with `lmc beton adopt`"
+    return "rebuild it"
+
+
 # Hashing a large .beton on every open would be wasteful: remember the files already checked
 # in this process, keyed by (path, size, mtime).
 _VERIFIED: dict[tuple[str, int, int], str] = {}
@@ -55,7 +69,8 @@ def read_manifest(beton: str | os.PathLike) -> dict:
     if not beton.exists():
         raise ManifestError(f"{beton}: no such .beton; build it with `lmc beton build`")
     if not mpath.exists():
-        raise ManifestError(f"{beton}: its manifest {mpath.name} is missing; rebuild it with `lmc beton build`")
+        raise ManifestError(f"{beton}: its manifest {mpath.name} is missing; rebuild it with `lmc beton build`, "
+                            f"or, for a .beton written by FFCV itself, run `lmc beton adopt {beton}`")
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as exc:
@@ -82,13 +97,13 @@ def load_verified(beton: str | os.PathLike, *, check_hash: bool = True) -> dict:
     st = beton.stat()
     if st.st_size != manifest["beton_bytes"]:
         raise ManifestError(f"{beton}: size {st.st_size} bytes differs from the manifest's "
-                            f"{manifest['beton_bytes']}; the file is truncated or replaced, rebuild it")
+                            f"{manifest['beton_bytes']}; the file is truncated or replaced: {_fix(manifest)}")
     if check_hash:
         key = (str(beton.resolve()), st.st_size, st.st_mtime_ns)
         digest = _VERIFIED.get(key) or sha256_file(beton)
         if digest != manifest["beton_sha256"]:
             raise ManifestError(f"{beton}: sha256 {digest[:12]}… differs from the manifest's "
-                                f"{manifest['beton_sha256'][:12]}…; the file is corrupted, rebuild it")
+                                f"{manifest['beton_sha256'][:12]}…; the file is corrupted: {_fix(manifest)}")
         _VERIFIED[key] = digest
     return manifest
 
@@ -100,45 +115,47 @@ def check_contents(beton: str | os.PathLike, manifest: dict) -> None:
     them (a manifest copied from another build, or edited by hand, is caught here).
     """
     beton = Path(beton)
-    reader = _reader(beton)  # imports FFCV
+    reader = _reader(beton, manifest)  # imports FFCV
     from ffcv.fields import IntField, NDArrayField, RGBImageField
 
     if int(reader.num_samples) != manifest["num_samples"]:
         raise ManifestError(f"{beton}: holds {reader.num_samples} samples, its manifest says "
-                            f"{manifest['num_samples']}; rebuild it")
+                            f"{manifest['num_samples']}; {_fix(manifest)}")
     if manifest_kind(manifest) == "tokens":
         _check_token_contents(beton, reader, manifest)
         return
     order = manifest.get("field_order") or ["image", "label", *manifest.get("extra_labels", [])]
     if reader.field_names != list(order):
         raise ManifestError(f"{beton}: fields {reader.field_names} differ from the manifest's {list(order)}")
-    image = reader.handlers["image"]
+    image_name, label_name = field_names(manifest)
+    image = reader.handlers[image_name]
     if manifest["image_encoding"] == "raw":
         shape = list(manifest["image_shape"])
         if not isinstance(image, NDArrayField) or list(image.shape) != shape or image.dtype != np.uint8:
             raise ManifestError(f"{beton}: image field is {type(image).__name__} "
                                 f"{getattr(image, 'shape', '')}, manifest says raw uint8 {shape}")
     elif not isinstance(image, RGBImageField):
-        raise ManifestError(f"{beton}: image field is {type(image).__name__}, manifest says JPEG")
-    for name in order[1:]:
+        raise ManifestError(f"{beton}: image field is {type(image).__name__}, the manifest says an "
+                            f"RGBImageField ({manifest['image_encoding']})")
+    for name in (label_name, *manifest.get("extra_labels", [])):
         if not isinstance(reader.handlers[name], IntField):
             raise ManifestError(f"{beton}: field {name!r} is not an IntField")
     # FFCV names the metadata columns by position (f0, f1, ...), not by field name.
-    labels = np.asarray(reader.metadata[f"f{order.index('label')}"]).astype(np.int64)
+    labels = np.asarray(reader.metadata[f"f{order.index(label_name)}"]).astype(np.int64)
     counts = np.bincount(labels, minlength=manifest["num_classes"]) if len(labels) else np.zeros(0, int)
     found = {str(k): int(v) for k, v in enumerate(counts)}
     if found != {k: int(v) for k, v in manifest["class_counts"].items()}:
-        raise ManifestError(f"{beton}: per-class label counts differ from the manifest's; rebuild it")
+        raise ManifestError(f"{beton}: per-class label counts differ from the manifest's; {_fix(manifest)}")
 
 
-def _reader(beton: Path):
+def _reader(beton: Path, manifest: dict | None = None):
     import_ffcv()
     from ffcv.reader import Reader
 
     try:
         return Reader(str(beton))
     except Exception as exc:  # FFCV raises AssertionError/ValueError/IndexError on a bad header
-        raise ManifestError(f"{beton}: FFCV cannot read its header ({exc}); rebuild it") from None
+        raise ManifestError(f"{beton}: FFCV cannot read its header ({exc}); {_fix(manifest or {})}") from None
 
 
 # -- token .betons ----------------------------------------------------------------------------

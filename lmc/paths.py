@@ -75,12 +75,28 @@ def data_root() -> Path:
     return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "datasets"
 
 
+class ResultsRootError(UserError):
+    """The results root names a file, or lies under one."""
+
+
 def results_root(root: str | os.PathLike | None = None) -> Path:
-    """Folder holding everything the study writes."""
+    """Folder holding everything the study writes (created on first write). A path that is a
+    file, or lies under one, is refused here, before any command starts writing into it."""
     if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("LMC_RESULTS")
-    return Path(env).expanduser() if env else REPO_ROOT / "results"
+        path, setting = Path(root).expanduser(), "--results"
+    elif os.environ.get("LMC_RESULTS"):
+        path, setting = Path(os.environ["LMC_RESULTS"]).expanduser(), "LMC_RESULTS"
+    else:
+        path, setting = REPO_ROOT / "results", "the default results folder"
+    # The nearest part of the path that exists must be a folder (a few stat calls).
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"lies under {existing}, which is a file"
+        raise ResultsRootError(f"{setting} {path} {what}, not a folder; point --results (or LMC_RESULTS) at a "
+                               f"folder, new or used by lmc before")
+    return path
 
 
 def beton_dir(dataset: str, root: str | os.PathLike | None = None) -> Path:

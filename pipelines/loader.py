@@ -23,7 +23,7 @@ import numba
 import numpy as np
 import torch
 
-from lmc.manifest import ManifestError, load_verified, manifest_kind
+from lmc.manifest import ManifestError, field_names, load_verified, manifest_kind
 from lmc import seeds
 from lmc.config import ConfigError
 from pipelines.augment import AugmentConfig, get_augmentation
@@ -79,25 +79,27 @@ def _check_device(device) -> torch.device:
 
 
 def _check_fields(beton: Path, manifest: dict) -> None:
-    """The fixed layout: ``image`` (raw uint8 NDArrayField or JPEG RGBImageField) and ``label``."""
+    """An image field (raw uint8 NDArrayField or RGBImageField) and an IntField label: ``image``
+    and ``label`` in our own betons, the manifest's ``field_map`` names in adopted ones."""
+    image_name, label_name = field_names(manifest)
     try:
         with keep_threads():
             handlers = Reader(str(beton)).handlers
     except Exception as exc:  # FFCV raises assorted errors on a bad header
         raise ManifestError(f"{beton}: FFCV cannot read it ({type(exc).__name__}: {exc}); rebuild it") from None
-    image, label = handlers.get("image"), handlers.get("label")
+    image, label = handlers.get(image_name), handlers.get(label_name)
     if image is None or label is None:
-        raise ManifestError(f"{beton}: expected fields 'image' and 'label', found {sorted(handlers)}; "
-                            f"build it with `lmc beton build`")
+        raise ManifestError(f"{beton}: expected fields {image_name!r} and {label_name!r}, found {sorted(handlers)}; "
+                            f"build it with `lmc beton build` (or `lmc beton adopt` a .beton FFCV wrote)")
     if not isinstance(label, IntField):
-        raise ManifestError(f"{beton}: field 'label' is {type(label).__name__}, expected IntField")
+        raise ManifestError(f"{beton}: field {label_name!r} is {type(label).__name__}, expected IntField")
     if isinstance(image, NDArrayField):
         h, w, c = manifest["image_shape"]
         if image.dtype != np.uint8 or tuple(image.shape) != (h, w, c) or c not in (1, 3):
-            raise ManifestError(f"{beton}: field 'image' holds {image.dtype} {tuple(image.shape)}, expected "
+            raise ManifestError(f"{beton}: field {image_name!r} holds {image.dtype} {tuple(image.shape)}, expected "
                                 f"uint8 (H, W, C) with C in (1, 3) matching the manifest's {[h, w, c]}")
     elif not isinstance(image, RGBImageField):
-        raise ManifestError(f"{beton}: field 'image' is {type(image).__name__}, "
+        raise ManifestError(f"{beton}: field {image_name!r} is {type(image).__name__}, "
                             f"expected NDArrayField or RGBImageField")
 
 
@@ -193,7 +195,9 @@ class SeededLoader:
         if normalize and not cuda:
             grey_levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256).expand(channels, 1, 256)
             lut = normalize_with(grey_levels, mean, std).reshape(channels, 256).numpy()
-        decoder = SimpleRGBImageDecoder() if manifest["image_encoding"] == "jpg" else RawImageDecoder()
+        # raw: our NDArrayField; jpg, rgb-raw, rgb-mixed: an RGBImageField (adopted ones may hold raw samples).
+        decoder = RawImageDecoder() if manifest["image_encoding"] == "raw" else SimpleRGBImageDecoder()
+        image_name, label_name = field_names(manifest)
         image_ops = [SeededAugment(augment, seeds.aug_key(aug_seed), lut, pin_memory=cuda)]
         if cuda:
             image_ops += [ToDevice(device, non_blocking=True),
@@ -204,11 +208,11 @@ class SeededLoader:
             names = list(reader.handlers)
             # IntField values live in the metadata table itself (FFCV's IntDecoder only copies
             # them), so labels are taken from there and need no compiled pipeline of their own.
-            self._labels = np.array(reader.metadata[f"f{names.index('label')}"], dtype=np.int64)
+            self._labels = np.array(reader.metadata[f"f{names.index(label_name)}"], dtype=np.int64)
             pipelines = {name: None for name in names}
             # An explicit spec: FFCV would otherwise treat a decoder of a class other than the
             # field's default as a transform and put the default decoder in front of it.
-            pipelines["image"] = PipelineSpec("image", decoder=decoder, transforms=image_ops)
+            pipelines[image_name] = PipelineSpec(image_name, decoder=decoder, transforms=image_ops)
             random = order_seed is not None
             # A seed is always given: FFCV draws one from numpy's global RNG otherwise.
             self._ffcv = Loader(str(beton), batch_size=batch_size, num_workers=workers, os_cache=True,

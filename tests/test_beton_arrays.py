@@ -185,11 +185,14 @@ def test_cli_build_verify_and_detect_corruption(cifar5k, tmp_path, capsys):
     data = bytearray(beton.read_bytes())
     data[len(data) // 2] ^= 0xFF
     beton.write_bytes(bytes(data))
-    assert main(["beton", "verify", str(beton)]) == 1
-    assert "sha256" in capsys.readouterr().out
+    # Like every user error: one line on stderr, exit 2, nothing on stdout.
+    assert main(["beton", "verify", str(beton)]) == 2
+    out = capsys.readouterr()
+    assert not out.out and len(out.err.splitlines()) == 1 and "sha256" in out.err
     paths.manifest_path(beton).unlink()
-    assert main(["beton", "verify", str(beton)]) == 1
-    assert "manifest" in capsys.readouterr().out
+    assert main(["beton", "verify", str(beton)]) == 2
+    out = capsys.readouterr()
+    assert not out.out and len(out.err.splitlines()) == 1 and "manifest" in out.err
 
 
 def test_verify_catches_a_manifest_from_another_build(cifar5k, tmp_path):

@@ -1,16 +1,15 @@
 """Checkpoints you can trust: written atomically, checksummed, kept two deep.
 
-A checkpoint is a plain ``torch.save`` file (so ``torch.load`` reads it anywhere) with a
-sidecar ``<name>.sha256`` holding the sha256 of its bytes, written after it. A file whose
-sidecar is missing (a crash between the two writes) or disagrees (a truncated or flipped
-file) is *damaged*: loading it raises :class:`DamagedCheckpoint`, and a resuming run falls back
-to the previous epoch's checkpoint, which is why the two newest are kept. Every checkpoint
-carries its config, its step and epoch, the device it was written on and every RNG state,
-so a run resumed from it continues bit for bit.
+A checkpoint is a ``torch.save`` file followed by a sha256 trailer (``lmc.io.write_checked``:
+one file, one atomic rename; ``torch.load`` still reads it as is). A file whose trailer is
+missing or disagrees with its bytes (truncated, a flipped bit) is *damaged*: loading it raises
+:class:`DamagedCheckpoint` in one line, and a resuming run falls back to the previous epoch's
+checkpoint, which is why the two newest are kept. Every checkpoint carries its config, its step
+and epoch, the device it was written on and every RNG state, so a run resumed from it
+continues bit for bit.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 from pathlib import Path
@@ -19,52 +18,35 @@ import numpy as np
 import torch
 
 from lmc import paths
-from lmc.errors import UserError
-from lmc.io import atomic_write_text, atomic_write_with
+from lmc.io import DamagedFileError, read_checked, write_checked
 
 FORMAT = 2
 KEEP = 2  # epoch checkpoints kept: the newest, and one to fall back to if the newest is damaged
 
 
-class DamagedCheckpoint(UserError):
-    """A checkpoint whose bytes do not match its checksum (or that torch cannot read)."""
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+# A checkpoint that fails its check: lmc.io's one-line error, whose ``reason`` says how.
+DamagedCheckpoint = DamagedFileError
 
 
 def save(path: Path, state: dict) -> None:
-    """Write ``state`` atomically, then its checksum (the pair is complete only when both exist)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
-    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
-    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest() + "\n")
+    """Write ``state`` atomically with its checksum trailer."""
+    write_checked(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path: Path) -> dict:
     """Read a checkpoint after checking its bytes against its checksum; tensors land on the CPU
     (RNG states must stay CPU ByteTensors; load_state_dict moves the rest to the model's device)."""
     path = Path(path)
-    sidecar = _sidecar(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DamagedCheckpoint(f"{path}: missing") from None
-    if not sidecar.exists():
-        raise DamagedCheckpoint(f"{path}: no checksum file {sidecar.name} (its write was interrupted)")
-    expected = sidecar.read_text().strip()
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise DamagedCheckpoint(f"{path}: its bytes do not match {sidecar.name} (truncated or corrupted)")
+    if not path.exists():
+        raise DamagedCheckpoint(f"{path}: missing", "truncated")
+    data = read_checked(path)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as exc:  # a file that matches its checksum but was never a checkpoint
-        raise DamagedCheckpoint(f"{path}: torch cannot read it ({type(exc).__name__})") from None
+        raise DamagedCheckpoint(f"{path}: torch cannot read it ({type(exc).__name__})", "syntax") from None
 
 
 def remove(path: Path) -> None:
-    _sidecar(path).unlink(missing_ok=True)
     path.unlink(missing_ok=True)
 
 

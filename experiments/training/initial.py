@@ -70,15 +70,22 @@ def _check_pinned(cfg: TrainConfig, what: str, root) -> Path:
     return path
 
 
+def _load_any(path: Path):
+    """One of our checkpoints (checked against its checksum), or a plain torch file."""
+    try:
+        return checkpoints.load(path)
+    except checkpoints.DamagedCheckpoint as exc:
+        if exc.reason != "unchecked":  # ours, and damaged
+            raise
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InitSourceError(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
+
+
 def _load_state(path: Path) -> dict:
-    """A state_dict from one of our checkpoints (checksummed) or a plain torch file."""
-    if path.with_name(path.name + ".sha256").exists():
-        state = checkpoints.load(path)
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise InitSourceError(f"{path}: not a torch checkpoint ({type(exc).__name__})") from None
+    """A state_dict from a checkpoint of ours (its ``model``) or a plain torch state_dict."""
+    state = _load_any(path)
     return state.get("model", state) if isinstance(state, dict) else state
 
 
@@ -111,6 +118,4 @@ def load_mask(cfg: TrainConfig, root=None):
     """The fixed mask of ``prune=mask``: ``mask_from``'s final mask."""
     from experiments.pruning.masks import Mask
 
-    path = _check_pinned(cfg, "mask_from", root)
-    return Mask.from_state_dict(checkpoints.load(path) if path.with_name(path.name + ".sha256").exists()
-                                else torch.load(path, map_location="cpu", weights_only=True))
+    return Mask.from_state_dict(_load_any(_check_pinned(cfg, "mask_from", root)))

@@ -4,7 +4,7 @@
 directory whose config differs from the one asked for, or cannot be read, is refused in one
 line. ``metrics.jsonl`` is appended one row per finished epoch; on resume, rows are kept by
 their *epoch number* (never by position: a spawned child's first row is not epoch 1), and a
-half-written last line from a killed process is dropped.
+half-written last line from a killed process is cut (``lmc.io.repair_jsonl``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from experiments.config import TrainConfig
 from lmc import paths
 from lmc.config import ConfigError, save_json
 from lmc.errors import UserError
-from lmc.io import atomic_write_text
+from lmc import io
+from lmc.io import atomic_write_text, read_jsonl, repair_jsonl
 
 
 class RunMismatchError(UserError):
@@ -48,32 +49,15 @@ def prepare(cfg: TrainConfig, root=None) -> Path:
     return run
 
 
-def read_metrics(run: Path) -> list[dict]:
-    """The metrics rows; a torn last line (a kill during the append) is left out."""
-    path = Path(run) / paths.METRICS
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise UserError(f"{path}: line {i + 1} is not JSON; remove the run directory {run} and rerun") from None
-    return rows
-
-
 def keep_metrics_through(run: Path, epoch: int) -> None:
-    """Keep the rows of epochs 1..``epoch`` (in order, one each); rewrite only if that changes anything."""
+    """Drop a torn last line, then keep the rows of epochs 1..``epoch`` (in order, one each);
+    rewrite only if that changes anything. The caller holds the run's lock."""
     path = Path(run) / paths.METRICS
+    repair_jsonl(path)
     if not path.exists():
         return
-    rows = read_metrics(run)
     kept = {}
-    for row in rows:
+    for row in read_jsonl(path):
         if row.get("epoch", 0) <= epoch:
             kept[row["epoch"]] = row  # a repeated epoch: the later row wins (it is the resumed one)
     text = "".join(json.dumps(kept[e], sort_keys=True) + "\n" for e in sorted(kept))
@@ -84,8 +68,7 @@ def keep_metrics_through(run: Path, epoch: int) -> None:
 def remove_stale_tmp(run: Path) -> None:
     """Temporary files of atomic writes that a killed process left behind. Only the holder of
     the run's lock may call this: nobody else can be writing into the directory."""
-    for tmp in list(Path(run).glob(".*.tmp")) + list(Path(run).glob(f"{paths.CHECKPOINTS}/.*.tmp")):
-        tmp.unlink(missing_ok=True)
+    io.remove_stale_tmp(run)
 
 
 def warn(message: str) -> None:
