@@ -1,4 +1,4 @@
-"""Where a result came from: git revision, library versions, machine."""
+"""Where a result came from: git revision, library versions, machine, numerics profile."""
 from __future__ import annotations
 
 import functools
@@ -34,11 +34,20 @@ def versions() -> dict[str, str]:
     return out
 
 
-def machine() -> dict[str, str]:
+def machine() -> dict:
+    """The host, with what decides CPU arithmetic: CPU model and SIMD flags, C library."""
     import os
 
-    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": str(os.cpu_count())}
+    from lmc.numerics import cpu_info
+
+    libc, libc_version = platform.libc_ver()
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": str(os.cpu_count()),
+            "cpu": cpu_info(), "libc": f"{libc} {libc_version}".strip()}
 
 
 def provenance(**extra) -> dict:
-    return {"git_revision": git_revision(), "versions": versions(), "machine": machine(), **extra}
+    """Call it from a process that computes with torch: it records the numerics profile in effect."""
+    from lmc.numerics import profile
+
+    return {"git_revision": git_revision(), "versions": versions(), "machine": machine(),
+            "numerics": profile(), **extra}
