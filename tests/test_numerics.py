@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("numerics_child.py")
 _SCRUB = (*numerics.KNOBS, numerics.MODE_ENV, numerics.THREADS_ENV, numerics.ALLOW_ENV, "LMC_NUMERICS_OVERRIDDEN")
 _AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= set(numerics.cpu_info()["simd_flags"])
-needs_avx2 = pytest.mark.skipif("avx2" not in numerics.cpu_info()["simd_flags"],
+needs_avx2 = pytest.mark.skipif(not numerics.cpu_supports_profile(),
                                 reason="the pinned profile needs an x86-64 CPU with AVX2")
 
 # Without the profile: each of these changes the weights (measured; docs/numerics.md).
@@ -117,6 +117,7 @@ def test_a_bad_setting_is_one_line_and_exit_2(env, words):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and words in out.stderr
 
 
+@pytest.mark.skipif(numerics.mode() != "pinned", reason="the session runs under LMC_NUMERICS=native")
 def test_applying_after_torch_loaded_is_refused(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")  # as if the pins had not been set in time
     with pytest.raises(RuntimeError, match="before the first `import torch`"):
@@ -124,6 +125,7 @@ def test_applying_after_torch_loaded_is_refused(monkeypatch):
 
 
 @needs_avx2
+@pytest.mark.skipif(numerics.mode() != "pinned", reason="the session runs under LMC_NUMERICS=native")
 def test_the_pins_are_in_effect_and_recorded_in_provenance():
     from lmc.provenance import provenance
 
