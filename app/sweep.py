@@ -142,14 +142,22 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
 
 def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
     """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
+    from lmc import numerics
+
+    # A submitit job is a fresh interpreter: the profile goes in before torch loads (a no-op
+    # where the parent's environment already carries it).
+    numerics.apply()
     if threads:
         import numba
         import torch
 
         # Both pools sized to this worker's share: the loader's numba threads would otherwise
-        # take every core of the machine in each of the `jobs` workers.
-        torch.set_num_threads(threads)
+        # take every core of the machine in each of the `jobs` workers. Under the pinned profile
+        # torch's count is the profile's (it decides the weights), not the share.
+        if numerics.mode() == "native":
+            torch.set_num_threads(threads)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numerics.configure_torch()
     events_path = Path(events) if events else None
     done, deferred = [], []
     for task in tasks:

@@ -97,6 +97,9 @@ def eval_seconds(beton, name: str, vocab_size: int) -> tuple[float, int]:
 
 
 def main() -> None:
+    from lmc import numerics
+
+    numerics.apply()  # before torch loads: the pinned profile (LMC_NUMERICS=native for the libraries' own paths)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

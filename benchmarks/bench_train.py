@@ -23,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
+    from lmc import numerics
+
+    numerics.apply()  # before torch loads: the pinned profile (LMC_NUMERICS=native for the libraries' own paths)
     import torch
     import torch.nn.functional as F
 

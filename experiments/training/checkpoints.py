@@ -71,8 +71,11 @@ def set_rng_state(state: dict) -> None:
 
 def training_state(config: dict, model, optimizer, epoch: int, step: int, device: torch.device,
                    hooks: dict | None = None) -> dict:
+    from lmc import numerics
+
     return {"format": FORMAT, "config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "hooks": hooks or {}, "epoch": epoch, "step": step, "device": device.type, "rng": rng_state()}
+            "hooks": hooks or {}, "epoch": epoch, "step": step, "device": device.type, "rng": rng_state(),
+            "numerics": numerics.profile()}
 
 
 def restore(state, ckpt: dict, hooks: list, steps_per_epoch: int) -> None:

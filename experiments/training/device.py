@@ -23,8 +23,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_deterministic() -> None:
-    """Bitwise-reproducible kernels. cuBLAS needs a fixed workspace for deterministic GEMMs,
-    and TF32 would change results between GPU generations, so it is off."""
+    """Bitwise-reproducible kernels. On the CPU, the pinned numerics profile (``lmc.numerics``:
+    the same kernels and thread count on any x86-64 CPU with AVX2). cuBLAS needs a fixed
+    workspace for deterministic GEMMs, and TF32 would change results between GPU generations,
+    so it is off."""
+    from lmc import numerics
+
+    numerics.configure_torch()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False

@@ -24,7 +24,7 @@ from experiments.training.loop import run_loop
 from experiments.training.schedules import schedule_for
 from experiments.training.spawn import spawn_state
 from experiments.training.tasks import task_for
-from lmc import paths
+from lmc import numerics, paths
 from lmc.config import save_json
 from lmc.errors import UserError
 from lmc.io import append_jsonl, exclusive_lock
@@ -62,6 +62,8 @@ class EpochLog(Hook):
             row.update(train_loss=train["loss"], train_acc=train["accuracy"])
         for hook in self.hooks:
             row.update(hook.log_fields(state))
+        # The weights' digest: `lmc verify --epochs N` checks any epoch, not only the kept checkpoints.
+        row[numerics.WEIGHTS_DIGEST_KEY] = numerics.state_digest(state.model.state_dict())
         row["seconds"] = time.perf_counter() - self.t0
         append_jsonl(self.run / paths.METRICS, row)
         state.last_row = row
@@ -125,6 +127,7 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     hooks = hooks_for(cfg, model, total_steps, root)
     if resume is not None:
         _check_device(run, resume, device, allow_device_change)
+        _check_numerics(run, resume)
         checkpoints.restore(state, resume, hooks, task.steps_per_epoch)
     elif cfg.spawn_step > 0:
         checkpoints.restore(state, spawn_state(cfg, root, device=device), hooks, task.steps_per_epoch)
@@ -132,8 +135,8 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
 
     if not (run / paths.PROVENANCE).exists():
         extra = {"init_from": init_report} if init_report else {}
-        save_json(provenance(**describe(device), **task.describe_data(), torch_threads=torch.get_num_threads(),
-                             **extra), run / paths.PROVENANCE)
+        save_json(provenance(**describe(device), **task.describe_data(), numerics=numerics.profile(),
+                             torch_threads=torch.get_num_threads(), **extra), run / paths.PROVENANCE)
     if not (run / paths.DIGEST).exists():
         save_json({"epochs": task.loader_digest(min(2, cfg.epochs))}, run / paths.DIGEST)
 
@@ -150,9 +153,23 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     if state.step >= total_steps:
         for hook in hooks:
             hook.finish(state, run)
-        final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "step": state.step}
+        final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "step": state.step,
+                 "numerics": numerics.profile()}
         checkpoints.save(run / paths.FINAL, final)
         (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")
+
+
+def _check_numerics(run: Path, ckpt: dict) -> None:
+    """A run resumes under the numerics profile that wrote its checkpoint (``lmc.numerics``);
+    a change allowed by LMC_NUMERICS_ALLOW_CHANGE=1 is recorded in provenance.json."""
+    diffs = numerics.check_resume(ckpt.get("numerics"))
+    if diffs:
+        import json
+
+        prov_path = run / paths.PROVENANCE
+        prov = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+        prov.setdefault("numerics_changes", []).append({"epoch": ckpt["epoch"], "differences": diffs})
+        save_json(prov, prov_path)
 
 
 def _check_device(run: Path, ckpt: dict, device: torch.device, allowed: bool) -> None:
