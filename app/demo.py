@@ -105,11 +105,10 @@ def run(args) -> int:
 # -- the golden check --------------------------------------------------------------------------
 
 def final_digest(run: Path) -> str:
-    import torch
-
+    from experiments.training import checkpoints
     from lmc import numerics, paths
 
-    return numerics.state_digest(torch.load(Path(run) / paths.FINAL, map_location="cpu", weights_only=True)["model"])
+    return numerics.state_digest(checkpoints.load(Path(run) / paths.FINAL)["model"])
 
 
 def read_golden() -> dict | None:

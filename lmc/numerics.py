@@ -193,7 +193,7 @@ def profile() -> dict:
         "ambient": ({k: os.environ[k] for k in KNOBS if k in os.environ} if native
                     else json.loads(os.environ.get(_OVERRIDDEN_ENV) or "{}")),
         "effective": effective(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "libraries": _linked_libraries(),
         "cpu": cpu_info()["model"],
     }
