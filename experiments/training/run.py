@@ -43,17 +43,24 @@ class EpochLog(Hook):
         self.run, self.cfg, self.task = run, cfg, task
         self.t0 = time.perf_counter()
 
+    def evaluate(self, state: TrainState, split: str) -> dict:
+        return self.task.evaluate(state.model, split)
+
+    def elapsed(self) -> float:
+        """The row's ``seconds``: wall time since the previous row (a replica batch logs its share)."""
+        return time.perf_counter() - self.t0
+
     def end_of_epoch(self, state: TrainState, running: dict) -> None:
         cfg, epoch = self.cfg, state.epoch
         # A diverged run (NaN loss) is a result too, the paper's "unstable" cells: it is logged as is.
         row = {"epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
                **self.task.summarize(running)}
-        test = self.task.evaluate(state.model, "test")
+        test = self.evaluate(state, "test")
         row.update(test_loss=test["loss"], test_acc=test["accuracy"])
         if epoch == cfg.epochs or (cfg.eval_train_every and epoch % cfg.eval_train_every == 0):
-            train = self.task.evaluate(state.model, "train")
+            train = self.evaluate(state, "train")
             row.update(train_loss=train["loss"], train_acc=train["accuracy"])
-        row["seconds"] = time.perf_counter() - self.t0
+        row["seconds"] = self.elapsed()
         append_jsonl(self.run / paths.METRICS, row)
         state.last_row = row
         self.t0 = time.perf_counter()
@@ -109,7 +116,7 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     hooks = hooks_for(cfg)
     resume = checkpoints.latest_good(run, rundir.warn)
     if resume is not None:
-        _check_device(run, resume, device, allow_device_change)
+        check_device(run, resume, device, allow_device_change)
         checkpoints.restore(state, resume, hooks, task.steps_per_epoch)
     elif cfg.spawn_step > 0:
         checkpoints.restore(state, spawn_state(cfg, root, device=device), hooks, task.steps_per_epoch)
@@ -131,12 +138,19 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
         for hook in hooks:
             hook.close()
     if state.step >= total_steps:
-        final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "step": state.step}
-        checkpoints.save(run / paths.FINAL, final)
-        (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")
+        finish(run, cfg, state)
 
 
-def _check_device(run: Path, ckpt: dict, device: torch.device, allowed: bool) -> None:
+def finish(run: Path, cfg: TrainConfig, state: TrainState) -> None:
+    """``final.pt`` (the weights, their config and step), then ``DONE``: the run is finished."""
+    final = {"config": cfg.to_dict(), "model": checkpoints.standalone(state.model.state_dict()),
+             "epoch": state.epoch, "step": state.step}
+    checkpoints.save(run / paths.FINAL, final)
+    (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")
+
+
+def check_device(run: Path, ckpt: dict, device: torch.device, allowed: bool) -> None:
+    """Refuse to resume a checkpoint of another kind of device, unless allowed (then recorded)."""
     saved = ckpt.get("device", device.type)
     if saved == device.type:
         return
