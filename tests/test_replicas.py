@@ -138,6 +138,24 @@ def test_batched_kernels_stay_within_tolerance_and_give_the_same_barrier_table(r
     assert tables[0] == tables[1]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_batch_is_reproducible_and_close_to_its_single_runs(tmp_path, mnist_small):
+    """cuBLAS's batched products are not its single ones: close, not bitwise; but a batch is
+    bitwise reproducible, and a diverging replica stays in its slice there too."""
+    from experiments.training import train, train_replicas
+
+    cfgs = [*SGD[:2], small_config(lr=1e6, order_seed=5, aug_seed=5), *ADAM[:1]]
+    first, again = (train_replicas(cfgs, fresh(tmp_path, name), device="cuda", progress=False)
+                    for name in ("a", "b"))
+    singles = [train(cfg, fresh(tmp_path, f"s{i}"), device="cuda", progress=False) for i, cfg in enumerate(cfgs)]
+    for i, (a, b, single) in enumerate(zip(first, again, singles)):
+        assert state_equal(final(a), final(b)) and same_rows(rows(a), rows(b))
+        if i != 2:
+            w, s = final(a), final(single)
+            assert max(float((w[k] - s[k]).abs().max()) for k in w) < 1e-3
+    assert all(math.isnan(r["train_loss_running"]) for r in rows(first[2]))
+
+
 @pytest.mark.parametrize("kernels", ["per-replica", "batched"])
 def test_a_diverging_replica_does_not_poison_the_others(root, alone, kernels, capfd):
     from experiments.training import train_replicas

@@ -235,7 +235,8 @@ def _write_provenance(cfgs, runs, task, device: torch.device, kernels: str, star
     lacking = [r for r, run in enumerate(runs) if not (run / paths.DIGEST).exists()]
     if lacking:
         cfg = cfgs[0]
-        digests = replica_digest(task.betons["train"], replicas=[(cfgs[r].order_seed, cfgs[r].aug_seed) for r in lacking],
+        noise = [(cfgs[r].order_seed, cfgs[r].aug_seed) for r in lacking]
+        digests = replica_digest(task.betons["train"], replicas=noise,
                                  augment=cfg.augment, epochs=min(2, cfg.epochs), batch_size=cfg.batch_size,
                                  device=device)
         for r, digest in zip(lacking, digests):
