@@ -6,6 +6,7 @@
     lmc reproduce alignment --scale quick --seeds 3       # different-init pairs, before/after weight matching
     lmc reproduce figure3 --scale quick --skip-missing-data
     lmc reproduce table1 --scale paper --executor slurm --partition gpu --gpus-per-job 1 --jobs 24
+    lmc reproduce table1 --scale paper --replicas auto --device cuda
     lmc report
 
 One command per artefact: it reads the artefact's grid (experiments/grids/*.toml), validates
@@ -51,6 +52,10 @@ def register(sub) -> None:
                         "a Hugging Face ViT-B/16 folder; gpt_lmc: a Hugging Face GPT-2 folder); never downloaded")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the runs train: auto picks cuda when available (provenance, not the runs' names)")
+    p.add_argument("--replicas", default="1", metavar="N|auto",
+                   help="train compatible runs (same data, batch size, linear/mlp shapes, optimiser, epochs) as "
+                        "batches of up to N replicas of one stacked network; auto: a size chosen from the "
+                        "device, 1 on a CPU (default 1: every run alone); see docs/experiments.md")
     p.add_argument("--skip-missing-data", action="store_true",
                    help="run only the cells whose datasets can be built here; the report lists the others")
     p.add_argument("--dry-run", action="store_true", help="validate the grid and print its cells; run nothing")
@@ -156,6 +161,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     from lmc.io import atomic_write_text
 
     tasks_all = sweep.plan_tasks(grid, args.seeds, args.device)  # seeds checked before any data is built
+    replicas = sweep.check_replicas(args.replicas)
     print(f"[reproduce] {grid.title} — scale {grid.scale}: {len(grid.cells)} cells x {args.seeds} seed pair(s)")
     print(f"[reproduce] scale notes: {grid.notes}")
     used, missing = sweep.prepare_data(grid, args.results, skip_missing=args.skip_missing_data)
@@ -166,7 +172,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     slurm = {"partition": args.partition, "gpus_per_job": args.gpus_per_job, "cpus_per_task": args.cpus_per_job,
              "timeout_min": args.timeout_min, "folder": str(out / paths.SUBMITIT_LOGS)}
     records = sweep.execute(tasks, args.results, executor=args.executor, jobs=args.jobs, events=out / paths.SWEEP_EVENTS,
-                            slurm=slurm)
+                            slurm=slurm, replicas=replicas)
     failed = [r for r in records if r["status"] != "ok"]
 
     df = artefacts.collect(tasks, args.results)
@@ -190,7 +196,8 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
               "hardware": report.hardware([t[r] for t in tasks for r in ("run_a", "run_b")], args.results)}
     trained = sum(len(r.get("trained", [])) for r in records)
     report.update_summary(out, fields, {"started": t0, "wall_s": round(wall, 2), "executor": args.executor,
-                                        "jobs": args.jobs, "runs_trained": trained, "pairs": len(tasks),
+                                        "jobs": args.jobs, "replicas": replicas, "runs_trained": trained,
+                                        "pairs": len(tasks),
                                         "pid": os.getpid()})
     for f in figs:
         print(f)

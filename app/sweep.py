@@ -5,6 +5,8 @@ grid with ``pairing = "different_init"``: child B has its own init seed, and the
 aligned by weight matching and interpolated again, ``experiments.align``). Tasks
 are plain dicts (JSON-able, picklable), so a local process pool, submitit's local executor and
 Slurm array jobs all run the same function, :func:`run_tasks`, on a shared results directory.
+With ``--replicas N|auto``, :func:`run_batches` first trains the tasks' compatible runs as
+replica batches (``experiments.training.train_replicas``); the tasks then find them finished.
 
 Never twice, never clobbered, with any number of workers on one results directory:
 * the trainer holds a flock per run directory (a second worker waits, then finds it DONE);
@@ -140,12 +142,12 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
     return record
 
 
-def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
-    """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
+def _set_threads(threads: int) -> None:
+    """The numerics profile first (a submitit job is a fresh interpreter: the profile goes in
+    before torch loads; a no-op where the parent's environment already carries it), then the
+    thread pools sized to this worker's share."""
     from lmc import numerics
 
-    # A submitit job is a fresh interpreter: the profile goes in before torch loads (a no-op
-    # where the parent's environment already carries it).
     numerics.apply()
     if threads:
         import numba
@@ -158,6 +160,11 @@ def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None
             torch.set_num_threads(threads)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     numerics.configure_torch()
+
+
+def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
+    """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
+    _set_threads(threads)
     events_path = Path(events) if events else None
     done, deferred = [], []
     for task in tasks:
@@ -173,26 +180,133 @@ def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None
     return done
 
 
+# -- replica batches (--replicas) ------------------------------------------------------------
+
+def check_replicas(value) -> int | str:
+    """``--replicas``: a positive integer or ``auto`` (a size chosen from the device)."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or str(n) != str(value).strip():
+        raise UserError(f"--replicas {value!r}: expected a positive integer or 'auto'")
+    return n
+
+
+def plan_batches(tasks: list[dict], replicas: int | str, executor: str = "local") -> list[dict]:
+    """The tasks' runs that the replica engine can train, in batches of compatible runs (same
+    ``experiments.training.replicas.batch_key``) of up to ``replicas``; none when that is 1.
+
+    ``auto`` is resolved where the runs train (``auto_replicas``: 1 on a CPU); a local sweep
+    that will train on the CPU plans no batch at all, so its pairs spread over the workers as
+    without ``--replicas``.
+    """
+    from experiments.training.replicas import AUTO_MAX, batch_key, stackable
+
+    if replicas == 1 or not tasks:
+        return []
+    if replicas == "auto" and (executor == "local" or tasks[0]["device"] == "cpu"):
+        from experiments.training import resolve_device
+
+        if resolve_device(tasks[0]["device"]).type == "cpu":
+            return []
+    groups: dict[tuple, dict[str, TrainConfig]] = {}
+    for task in tasks:
+        cfg = TrainConfig.from_dict(task["config"])
+        for child in child_configs(cfg, tuple(task["seeds_a"]), tuple(task["seeds_b"])):
+            if stackable(child):
+                groups.setdefault(batch_key(child), {})[child.run_name()] = child
+    size = AUTO_MAX if replicas == "auto" else replicas
+    batches = []
+    for members in groups.values():
+        cfgs = list(members.values())
+        for start in range(0, len(cfgs), size):
+            chunk = cfgs[start:start + size]
+            if len(chunk) > 1:  # a batch of one is the single-run trainer's, in the pair's own task
+                batches.append({"configs": [c.to_dict() for c in chunk], "runs": [c.run_name() for c in chunk],
+                                "device": tasks[0]["device"], "replicas": replicas})
+    return batches
+
+
+def run_batches(batches: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
+    """Worker entry point (pool, submitit): train each batch's runs as replicas of one network."""
+    from experiments.training import train_replicas
+
+    _set_threads(threads)
+    out = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        record = {"kind": "batch", "runs": batch["runs"], "trained": [], "status": "ok",
+                  "host": socket.gethostname(), "pid": os.getpid()}
+        try:
+            cfgs = [TrainConfig.from_dict(c) for c in batch["configs"]]
+            train_replicas(cfgs, root, device=batch["device"], progress=False, max_replicas=batch["replicas"],
+                           trained=record["trained"])
+        except Exception as exc:  # its pairs' tasks then train the runs one by one
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        record["finished"] = time.time()
+        if events:
+            append_jsonl(Path(events), record)
+        out.append(record)
+    return out
+
+
+def _batch_failed(batch: dict, error: str) -> dict:
+    return {"kind": "batch", "runs": batch["runs"], "status": "failed", "trained": [], "error": error}
+
+
+def _batch_progress(record: dict, i: int, n: int) -> str:
+    if record["status"] != "ok":
+        return (f"[sweep] batch {i}/{n} FAILED ({record.get('error')}); its pairs will train their runs one by "
+                f"one")
+    return (f"[sweep] batch {i}/{n}: {len(record['runs'])} runs as one network, trained "
+            f"{len(record['trained'])} ({record.get('seconds', 0):.0f} s)")
+
+
 # -- executors ------------------------------------------------------------------------------
 
 def execute(tasks: list[dict], root=None, *, executor: str = "local", jobs: int = 1, events: Path | None = None,
-            slurm: dict | None = None, log=print) -> list[dict]:
-    """Run ``tasks`` with ``jobs`` workers; return one record per task (failed ones included)."""
+            slurm: dict | None = None, log=print, replicas: int | str = 1) -> list[dict]:
+    """Run ``tasks`` with ``jobs`` workers; return one record per task (failed ones included).
+
+    ``replicas`` (N or "auto"): first train the tasks' runs in replica batches of up to N
+    (``plan_batches``), then run the tasks, which find those runs finished and interpolate.
+    """
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
+    replicas = check_replicas(replicas)
     root = str(paths.results_root(root))
     events = str(events) if events else None
-    n = len(tasks)
+    batches = plan_batches(tasks, replicas, executor)
+    batch_records = _run(run_batches, batches, root, executor, jobs, events, slurm, log, _batch_failed,
+                         _batch_progress) if batches else []
+    records = _run(run_tasks, tasks, root, executor, jobs, events, slurm, log, _task_failed, _progress)
+    # A run trained in a batch counts as trained by this sweep, under the pair it belongs to.
+    by_batch = {name for record in batch_records for name in record.get("trained", [])}
+    for record in records:
+        record["trained"] = record.get("trained", []) + [
+            name for name in (record.get("run_a"), record.get("run_b"))
+            if name in by_batch and name not in record.get("trained", [])]
+    return records
+
+
+def _run(worker, items: list[dict], root: str, executor: str, jobs: int, events: str | None, slurm: dict | None,
+         log, failed, progress) -> list[dict]:
+    """``worker(items, root, threads, events)`` over ``items``, locally or with submitit."""
+    n = len(items)
     if executor != "local":
-        return _submitit(tasks, root, executor, jobs, events, slurm or {}, log)
+        return _submitit(worker, items, root, executor, jobs, events, slurm or {}, log, failed, progress)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if jobs == 1:
         out = []
-        for task in tasks:
-            out.extend(run_tasks([task], root, threads, events))
-            log(_progress(out[-1], len(out), n))
+        for item in items:
+            out.extend(worker([item], root, threads, events))
+            log(progress(out[-1], len(out), n))
         return out
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -201,18 +315,20 @@ def execute(tasks: list[dict], root=None, *, executor: str = "local", jobs: int 
     out = []
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(run_tasks, [task], root, threads, events): task for task in tasks}
+        futures = {pool.submit(worker, [item], root, threads, events): item for item in items}
         for future in as_completed(futures):
             try:
                 out.extend(future.result())
-            except Exception as exc:  # a worker that died (out of memory, killed) fails its pair only
-                task = futures[future]
-                out.append({"cell": task["cell"], "pair": task["pair"], "status": "failed", "trained": [],
-                            "error": f"worker died: {type(exc).__name__}: {exc}"})
-            log(_progress(out[-1], len(out), n))
+            except Exception as exc:  # a worker that died (out of memory, killed) fails its item only
+                out.append(failed(futures[future], f"worker died: {type(exc).__name__}: {exc}"))
+            log(progress(out[-1], len(out), n))
     finally:
         _close_pool(pool)
     return out
+
+
+def _task_failed(task: dict, error: str) -> dict:
+    return {"cell": task["cell"], "pair": task["pair"], "status": "failed", "trained": [], "error": error}
 
 
 def _close_pool(pool, grace_s: float = 30.0) -> None:
@@ -229,7 +345,7 @@ def _close_pool(pool, grace_s: float = 30.0) -> None:
             proc.join(timeout=5)
 
 
-def _submitit(tasks, root, executor, jobs, events, slurm, log) -> list[dict]:
+def _submitit(worker, items, root, executor, jobs, events, slurm, log, failed, progress) -> list[dict]:
     import submitit
 
     folder = Path(slurm.get("folder") or paths.results_root(root) / paths.SUBMITIT_LOGS)
@@ -242,9 +358,9 @@ def _submitit(tasks, root, executor, jobs, events, slurm, log) -> list[dict]:
         params["slurm_partition"] = slurm.get("partition")
         params["name"] = "lmc-reproduce"
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    # `jobs` workers, each with a round-robin share of the pairs (fewer job start-ups than one per pair).
-    chunks = [tasks[i::jobs] for i in range(min(jobs, len(tasks)))]
-    submitted = ex.map_array(run_tasks, chunks, [root] * len(chunks), [params["cpus_per_task"]] * len(chunks),
+    # `jobs` workers, each with a round-robin share of the items (fewer job start-ups than one per item).
+    chunks = [items[i::jobs] for i in range(min(jobs, len(items)))]
+    submitted = ex.map_array(worker, chunks, [root] * len(chunks), [params["cpus_per_task"]] * len(chunks),
                              [events] * len(chunks))
     log(f"[sweep] submitted {len(submitted)} {executor} job(s): {', '.join(j.job_id for j in submitted)} "
         f"(logs: {folder})")
@@ -252,11 +368,10 @@ def _submitit(tasks, root, executor, jobs, events, slurm, log) -> list[dict]:
     for job, chunk in zip(submitted, chunks):
         try:
             out.extend(job.result())
-        except Exception as exc:  # a job that died (time limit, node failure) fails its pairs, not the sweep
-            out.extend({"cell": t["cell"], "pair": t["pair"], "status": "failed", "trained": [],
-                        "error": f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-300:]}"} for t in chunk)
+        except Exception as exc:  # a job that died (time limit, node failure) fails its items, not the sweep
+            out.extend(failed(t, f"job {job.job_id}: {type(exc).__name__}: {str(exc)[-300:]}") for t in chunk)
         for i, record in enumerate(out[len(out) - len(chunk):], start=len(out) - len(chunk) + 1):
-            log(_progress(record, i, len(tasks)))
+            log(progress(record, i, len(items)))
     return out
 
 

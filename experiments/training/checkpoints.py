@@ -10,6 +10,7 @@ continues bit for bit.
 """
 from __future__ import annotations
 
+import copy
 import io
 import random
 from pathlib import Path
@@ -69,13 +70,30 @@ def set_rng_state(state: dict) -> None:
 
 # -- a run's checkpoints ------------------------------------------------------------------------
 
+def standalone(state_dict: dict) -> dict:
+    """``state_dict`` with every tensor that is a view into a larger storage copied out.
+
+    ``torch.save`` writes a view's whole storage: a replica's weights, which are slices of its
+    batch's stacked tensors, would otherwise carry every replica's. A single run's tensors own
+    their storage and are returned as they are, so its files do not change.
+    """
+    views = [k for k, t in state_dict.items() if isinstance(t, torch.Tensor)
+             and (t.storage_offset() or t.untyped_storage().nbytes() != t.numel() * t.element_size())]
+    if not views:
+        return state_dict
+    out = copy.copy(state_dict)  # keeps a module state_dict's _metadata
+    for k in views:
+        out[k] = state_dict[k].clone()
+    return out
+
+
 def training_state(config: dict, model, optimizer, epoch: int, step: int, device: torch.device,
                    hooks: dict | None = None) -> dict:
     from lmc import numerics
 
-    return {"format": FORMAT, "config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "hooks": hooks or {}, "epoch": epoch, "step": step, "device": device.type, "rng": rng_state(),
-            "numerics": numerics.profile()}
+    return {"format": FORMAT, "config": config, "model": standalone(model.state_dict()),
+            "optimizer": optimizer.state_dict(), "hooks": hooks or {}, "epoch": epoch, "step": step,
+            "device": device.type, "rng": rng_state(), "numerics": numerics.profile()}
 
 
 def restore(state, ckpt: dict, hooks: list, steps_per_epoch: int) -> None:

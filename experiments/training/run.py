@@ -44,6 +44,13 @@ class EpochLog(Hook):
         self.run, self.cfg, self.task, self.total_steps, self.hooks = run, cfg, task, total_steps, hooks
         self.t0 = time.perf_counter()
 
+    def evaluate(self, state: TrainState, split: str) -> dict:
+        return self.task.evaluate(state.model, split)
+
+    def elapsed(self) -> float:
+        """The row's ``seconds``: wall time since the previous row (a replica batch logs its share)."""
+        return time.perf_counter() - self.t0
+
     def end_of_epoch(self, state: TrainState, running: dict) -> None:
         self._log(state, running, state.epoch)
 
@@ -55,16 +62,16 @@ class EpochLog(Hook):
         # A diverged run (NaN loss) is a result too, the paper's "unstable" cells: it is logged as is.
         row = {"epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
                **self.task.summarize(running)}
-        test = self.task.evaluate(state.model, "test")
+        test = self.evaluate(state, "test")
         row.update(test_loss=test["loss"], test_acc=test["accuracy"])
         if state.step >= self.total_steps or (cfg.eval_train_every and epoch % cfg.eval_train_every == 0):
-            train = self.task.evaluate(state.model, "train")
+            train = self.evaluate(state, "train")
             row.update(train_loss=train["loss"], train_acc=train["accuracy"])
         for hook in self.hooks:
             row.update(hook.log_fields(state))
         # The weights' digest: `lmc verify --epochs N` checks any epoch, not only the kept checkpoints.
         row[numerics.WEIGHTS_DIGEST_KEY] = numerics.state_digest(state.model.state_dict())
-        row["seconds"] = time.perf_counter() - self.t0
+        row["seconds"] = self.elapsed()
         append_jsonl(self.run / paths.METRICS, row)
         state.last_row = row
         self.t0 = time.perf_counter()
@@ -126,8 +133,8 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     state = TrainState(model, build_optimizer(cfg, model))
     hooks = hooks_for(cfg, model, total_steps, root)
     if resume is not None:
-        _check_device(run, resume, device, allow_device_change)
-        _check_numerics(run, resume)
+        check_device(run, resume, device, allow_device_change)
+        check_numerics(run, resume)
         checkpoints.restore(state, resume, hooks, task.steps_per_epoch)
     elif cfg.spawn_step > 0:
         checkpoints.restore(state, spawn_state(cfg, root, device=device), hooks, task.steps_per_epoch)
@@ -153,13 +160,18 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     if state.step >= total_steps:
         for hook in hooks:
             hook.finish(state, run)
-        final = {"config": cfg.to_dict(), "model": model.state_dict(), "epoch": state.epoch, "step": state.step,
-                 "numerics": numerics.profile()}
-        checkpoints.save(run / paths.FINAL, final)
-        (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")
+        write_final(run, cfg, state)
 
 
-def _check_numerics(run: Path, ckpt: dict) -> None:
+def write_final(run: Path, cfg: TrainConfig, state: TrainState) -> None:
+    """``final.pt`` (the weights, their config, step and numerics profile), then ``DONE``."""
+    final = {"config": cfg.to_dict(), "model": checkpoints.standalone(state.model.state_dict()),
+             "epoch": state.epoch, "step": state.step, "numerics": numerics.profile()}
+    checkpoints.save(run / paths.FINAL, final)
+    (run / paths.DONE).write_text(f"finished epoch {state.epoch} step {state.step}\n")
+
+
+def check_numerics(run: Path, ckpt: dict) -> None:
     """A run resumes under the numerics profile that wrote its checkpoint (``lmc.numerics``);
     a change allowed by LMC_NUMERICS_ALLOW_CHANGE=1 is recorded in provenance.json."""
     diffs = numerics.check_resume(ckpt.get("numerics"))
@@ -172,7 +184,8 @@ def _check_numerics(run: Path, ckpt: dict) -> None:
         save_json(prov, prov_path)
 
 
-def _check_device(run: Path, ckpt: dict, device: torch.device, allowed: bool) -> None:
+def check_device(run: Path, ckpt: dict, device: torch.device, allowed: bool) -> None:
+    """Refuse to resume a checkpoint of another kind of device, unless allowed (then recorded)."""
     saved = ckpt.get("device", device.type)
     if saved == device.type:
         return
