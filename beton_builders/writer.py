@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import types
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Sequence
 
@@ -137,9 +140,19 @@ def _watched_ffcv_writer(desc: str, progress: bool):
             raise RuntimeError(f"FFCV's writer worker exited with code {failed[0].exitcode} (its error is "
                                f"printed above); no .beton was written")
 
-    saved = ffcv.writer.tqdm, ffcv.writer.Process, ffcv.writer.sleep
+    class SharedMemory(shared_memory.SharedMemory):
+        """FFCV's metadata block, under a name that says whose it is (see ``remove_orphaned_shm``)."""
+
+        def __init__(self, name=None, create=False, size=0):
+            if create and name is None:
+                name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            super().__init__(name=name, create=create, size=size)
+
+    remove_orphaned_shm()
+    saved = ffcv.writer.tqdm, ffcv.writer.Process, ffcv.writer.sleep, ffcv.writer.shared_memory
     ffcv.writer.tqdm = lambda *a, **k: tqdm(*a, desc=desc, unit="img", disable=not progress, **k)
     ffcv.writer.Process, ffcv.writer.sleep = Worker, sleep
+    ffcv.writer.shared_memory = types.SimpleNamespace(SharedMemory=SharedMemory)
     try:
         yield
     except BaseException:
@@ -149,7 +162,38 @@ def _watched_ffcv_writer(desc: str, progress: bool):
                 w.terminate()
         raise
     finally:
-        ffcv.writer.tqdm, ffcv.writer.Process, ffcv.writer.sleep = saved
+        ffcv.writer.tqdm, ffcv.writer.Process, ffcv.writer.sleep, ffcv.writer.shared_memory = saved
+
+
+# FFCV's writer keeps its metadata table in POSIX shared memory and frees it only when the write
+# completes; a SIGKILLed build (its resource tracker killed with it) leaves the block in /dev/shm.
+# Ours are named lmc-beton-<pid>-<random>, so the next build can free those of dead processes,
+# and only those: a block of a live process, or of another program, is never touched.
+SHM_PREFIX = "lmc-beton-"
+SHM_DIR = Path("/dev/shm")
+
+
+def remove_orphaned_shm() -> list[str]:
+    """Unlink the writer blocks whose process is gone; return their names."""
+    removed = []
+    if not SHM_DIR.is_dir():
+        return removed
+    for block in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        pid = block.name[len(SHM_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            block.unlink(missing_ok=True)
+            removed.append(block.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _source_records(sources) -> list[dict]:

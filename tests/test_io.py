@@ -260,3 +260,28 @@ def test_fault_injection_short(tmp_path, request):
     # lock); the trainer before it leaves them, so only then is a leftover a failure.
     if (paths.REPO_ROOT / "experiments" / "training").is_dir():
         assert proc.returncode == 0 and "leftovers 2/2" in summary, proc.stdout
+
+
+def test_a_killed_builds_shared_memory_is_freed_by_the_next_build_and_only_its(tmp_path):
+    """FFCV's writer keeps its metadata in /dev/shm; a SIGKILLed build leaves the block behind.
+    Ours carry their process id, so a later build frees those of dead processes only."""
+    import subprocess
+    import sys
+
+    from beton_builders.writer import SHM_DIR, SHM_PREFIX, remove_orphaned_shm
+
+    if not SHM_DIR.is_dir():
+        pytest.skip("no /dev/shm on this system")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    orphan = SHM_DIR / f"{SHM_PREFIX}{dead}-0badf00d"
+    live = SHM_DIR / f"{SHM_PREFIX}{os.getpid()}-0badf00d"
+    foreign = SHM_DIR / f"psm_{dead}_not_ours"
+    for block in (orphan, live, foreign):
+        block.write_bytes(b"\0" * 64)
+    try:
+        assert remove_orphaned_shm() == [orphan.name]
+        assert not orphan.exists() and live.exists() and foreign.exists()
+    finally:
+        for block in (orphan, live, foreign):
+            block.unlink(missing_ok=True)
