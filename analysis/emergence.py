@@ -15,8 +15,9 @@ from analysis.intervals import LMC_LINE_PCT, bootstrap_interval
 
 
 def emergence_table(barriers: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
-    """One row per spawn step: mean and 95% interval of the error and loss barriers per split;
-    and k*, the first spawn step whose error-barrier interval lies below 2% on every split."""
+    """One row per spawn step: mean and 95% interval of the error and loss barriers per split
+    (``below_2pct``: the whole interval below 2% on every split); and k*, the first spawn step
+    whose error-barrier interval lies below 2% on every split (Frankle et al.'s reading)."""
     rows = []
     for k, at_k in barriers.groupby("spawn_step", sort=True):
         row = {"spawn_step": int(k), "epochs": float(at_k.epochs_at_spawn.iloc[0]), "pairs": at_k.pair.nunique()}
@@ -29,8 +30,19 @@ def emergence_table(barriers: pd.DataFrame) -> tuple[pd.DataFrame, int | None]:
     table = pd.DataFrame(rows)
     splits = sorted(barriers.split.unique())
     below = np.logical_and.reduce([table[f"{s}_error_ci_high"] < LMC_LINE_PCT for s in splits])
+    table["below_2pct"] = below
     k_star = int(table.spawn_step[below].iloc[0]) if below.any() else None
     return table, k_star
+
+
+def stays_below(table: pd.DataFrame, k_star: int | None) -> tuple[bool, list[int]]:
+    """Whether every spawn step after k* is below 2% too, and the later steps that are not
+    (ADAM's children can drift apart again: a dip is not emergence)."""
+    if k_star is None:
+        return False, []
+    later = table[table.spawn_step > k_star]
+    back_up = [int(k) for k in later.spawn_step[~later.below_2pct]]
+    return not back_up, back_up
 
 
 def printable(table: pd.DataFrame) -> pd.DataFrame:

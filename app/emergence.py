@@ -128,6 +128,10 @@ def run(args) -> int:
     where = (f"LMC emerges at k* = {k_star} steps ({k_star / steps_per_epoch:.2f} epochs)" if k_star is not None
              else "LMC does not emerge at the spawn steps tried (no interval lies below 2% on both splits)")
     print(f"[emergence] {where}; {args.seeds} seed pairs, 95% bootstrap intervals")
+    stable, back_up = report.stays_below(table, k_star)
+    if k_star is not None and not stable:
+        print(f"[emergence] but it does not last: at spawn step(s) {', '.join(map(str, back_up))} the interval "
+              f"reaches 2% or more again")
     print(f"[emergence] figure: {written['figure']}")
     print(f"[emergence] finished in {math.ceil(time.perf_counter() - t0)} s")
     print(written["table"])

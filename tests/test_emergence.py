@@ -25,6 +25,15 @@ def test_k_star_is_the_first_step_whose_whole_interval_is_below_2_percent():
     assert emergence_table(_rows({0: [30.0, 40.0], 10: [5.0, 6.0]}))[1] is None
 
 
+def test_a_dip_below_2_percent_that_does_not_last_is_reported():
+    from analysis.emergence import emergence_table, stays_below
+
+    table, k_star = emergence_table(_rows({0: [20.0, 30.0], 3: [1.0, 1.5], 8: [3.0, 4.0], 20: [0.5, 0.6]}))
+    assert k_star == 3 and stays_below(table, k_star) == (False, [8])
+    table, k_star = emergence_table(_rows({0: [20.0, 30.0], 3: [1.0, 1.5], 8: [0.3, 0.4]}))
+    assert stays_below(table, k_star) == (True, [])
+
+
 def test_spawn_steps_default_to_zero_and_log_spaced_steps():
     from app.emergence import default_spawn_steps
 
