@@ -65,6 +65,19 @@ def pair_configs(cfg, index: int, step: int):
     return child_configs(shared, seeds_a, seeds_b)
 
 
+def _cached_barriers(runs, num_alphas: int, root):
+    """The barrier rows an earlier call wrote for this pair (a rerun evaluates nothing), or None."""
+    import json
+
+    import pandas as pd
+
+    from lmc import paths
+
+    name = paths.interpolation_name(runs[0].name, runs[1].name, num_alphas, ("train", "test"))
+    found = paths.interpolation_dir(name, root) / paths.BARRIERS
+    return pd.DataFrame(json.loads(found.read_text())["barriers"]) if found.exists() else None
+
+
 def measure(cfg, steps, seeds: int, root=None, *, device="auto", num_alphas: int = 11, progress: bool = False):
     """Every (spawn step, seed pair, split) barrier row of ``cfg``: each seed pair's parent is
     trained once to all its spawn steps, then two children per step, then their interpolation.
@@ -84,7 +97,9 @@ def measure(cfg, steps, seeds: int, root=None, *, device="auto", num_alphas: int
             train_parent(parent, spawned, root, device=device)
         for k in steps:
             runs = [train(child, root, device=device, progress=progress) for child in pair_configs(cfg, index, k)]
-            _, bars = interpolate_runs(*runs, num_alphas=num_alphas, root=root, device=device, progress=False)
+            bars = _cached_barriers(runs, num_alphas, root)
+            if bars is None:
+                _, bars = interpolate_runs(*runs, num_alphas=num_alphas, root=root, device=device, progress=False)
             rows.append(bars.assign(spawn_step=k, pair=index, epochs_at_spawn=k / steps_per_epoch))
     return pd.concat(rows, ignore_index=True)
 

@@ -62,6 +62,12 @@ def test_emergence_trains_each_parent_once_and_writes_table_and_figure(mnist_sma
     assert len(parents) == 2
     assert all(sorted(x.name for x in (p / paths.CHECKPOINTS).glob("step_*.pt")) ==
                ["step_0000003.pt", "step_0000010.pt"] for p in parents)
+    # A rerun trains and evaluates nothing: every run and interpolation file stays as it was.
+    written = {f: f.stat().st_mtime_ns for d in (paths.runs_dir(results_root), paths.interpolations_dir(results_root))
+               for f in d.rglob("*") if f.is_file() and not f.name.endswith(".lock")}
+    assert _lmc(results_root, "--spawn-steps", "0,3,10", "--seeds", "2") == 0
+    assert pd.read_csv(capsys.readouterr().out.strip().splitlines()[-1]).equals(table)
+    assert {f: f.stat().st_mtime_ns for f in written} == written
 
 
 @pytest.mark.parametrize("argv, message", [
