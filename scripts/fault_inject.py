@@ -68,10 +68,14 @@ def listing(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
+SHM_PREFIXES = ("psm_", "lmc-beton-")
+
+
 def shm() -> set[str]:
-    """Shared-memory blocks (Python's ``psm_*``: FFCV's writer keeps its metadata in one) that
-    no live process maps: leaked ones. Blocks in use by other programs on a shared machine, and
-    their semaphores (``sem.*``), are not counted."""
+    """Shared-memory blocks of .beton writers (FFCV's writer keeps its metadata in one: ours are
+    named ``lmc-beton-<pid>-*``, an unpatched FFCV's are Python's anonymous ``psm_*``) that no live
+    process maps: leaked ones. Blocks in use by other programs on a shared machine, and their
+    semaphores (``sem.*``), are not counted."""
     shm_dir = Path("/dev/shm")
     if not shm_dir.is_dir():
         return set()
@@ -79,10 +83,10 @@ def shm() -> set[str]:
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
             mapped.update(line.rsplit("/", 1)[-1].strip() for line in maps.read_text().splitlines()
-                          if "/dev/shm/psm_" in line)
+                          if any(f"/dev/shm/{prefix}" in line for prefix in SHM_PREFIXES))
         except OSError:  # a process that exited meanwhile
             continue
-    return {p.name for p in shm_dir.glob("psm_*")} - mapped
+    return {p.name for prefix in SHM_PREFIXES for p in shm_dir.glob(prefix + "*")} - mapped
 
 
 def tmp_files(root: Path) -> list[Path]:
