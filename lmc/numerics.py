@@ -39,6 +39,7 @@ from lmc.provenance import cpu_info  # the profile records the CPU that ran it
 MODE_ENV = "LMC_NUMERICS"                 # pinned (default) | native
 THREADS_ENV = "LMC_NUMERICS_THREADS"      # the pinned profile's intra-op threads (default 1)
 ALLOW_ENV = "LMC_NUMERICS_ALLOW_CHANGE"   # 1: resume a run under another profile (recorded)
+NUMBA_LAYERS_ENV, NUMBA_LAYERS = "NUMBA_THREADING_LAYER_PRIORITY", "omp workqueue tbb"
 _OVERRIDDEN_ENV = "LMC_NUMERICS_OVERRIDDEN"  # the caller's values the profile replaced (JSON)
 MODES = ("pinned", "native")
 PROFILE_NAME = "pinned-1"  # bump when the pins change: runs of another version do not resume
@@ -86,6 +87,12 @@ def apply(chosen_mode: str | None = None) -> None:
     The caller's own values of the pinned variables are replaced and remembered (children
     inherit the memory), so provenance can say what the profile overrode.
     """
+    # numba's TBB threading layer can deadlock at interpreter exit once parallel code has run on
+    # a thread other than the main one, as FFCV's loader thread does (numba issue 10556, oneTBB
+    # 2022; seen here: a finished `lmc reproduce` spinning in tbb::finalize). OpenMP first, then
+    # numba's own workqueue; the loader's output does not depend on the layer (digests equal).
+    # Set in both modes; an explicit NUMBA_THREADING_LAYER(_PRIORITY) of the caller wins.
+    os.environ.setdefault(NUMBA_LAYERS_ENV, NUMBA_LAYERS)
     if chosen_mode is not None and chosen_mode != mode():
         if "torch" in sys.modules:
             raise RuntimeError(f"numerics mode {chosen_mode!r} asked for after torch was imported under "

@@ -108,6 +108,24 @@ def test_the_profile_wins_over_the_callers_environment_and_remembers_it():
     assert {k: env[k] for k in ambient} == ambient and env[numerics.MODE_ENV] == "native"
 
 
+@pytest.mark.parametrize("mode", ["pinned", "native"])
+def test_numba_parallel_code_never_runs_on_the_tbb_layer(mode):
+    """numba's TBB layer can hang at exit after FFCV's loader thread ran parallel code (numba
+    issue 10556): every lmc process prefers OpenMP, then workqueue. A caller's choice wins."""
+    code = ("import sys; from lmc import numerics; numerics.apply(sys.argv[1]); import threading, numba, numpy as np\n"
+            "@numba.njit(parallel=True)\ndef f(n):\n    out = np.zeros(n)\n"
+            "    for i in numba.prange(n):\n        out[i] = i\n    return out\n"
+            "t = threading.Thread(target=f, args=(1000,)); t.start(); t.join(); print(numba.threading_layer())")
+    scrubbed = {k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith("NUMBA_THREADING")}
+    run = subprocess.run([sys.executable, "-c", code, mode], env=scrubbed, capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() in ("omp", "workqueue")
+    mine = subprocess.run([sys.executable, "-c", code, mode], env={**scrubbed, "NUMBA_THREADING_LAYER": "workqueue"},
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert mine.stdout.strip() == "workqueue", mine.stderr
+
+
 @pytest.mark.parametrize("env, words", [({"LMC_NUMERICS": "fastest"}, "LMC_NUMERICS='fastest'"),
                                         ({"LMC_NUMERICS_THREADS": "0"}, "LMC_NUMERICS_THREADS='0'")])
 def test_a_bad_setting_is_one_line_and_exit_2(env, words):
