@@ -79,14 +79,6 @@ def data_root() -> Path:
     return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "datasets"
 
 
-def gpt2_bpe_file() -> Path:
-    """GPT-2's BPE ranks file when a command is not given one: ``<data root>/gpt2.tiktoken``, or
-    ``<data root>/../assets/gpt2.tiktoken`` (where the shared test data keeps it); the first
-    when neither exists, for the message that asks for it. Never downloaded."""
-    candidates = [data_root() / GPT2_BPE, data_root().parent / "assets" / GPT2_BPE]
-    return next((c for c in candidates if c.is_file()), candidates[0])
-
-
 def results_root(root: str | os.PathLike | None = None) -> Path:
     """Folder holding everything the study writes."""
     if root is not None:
@@ -106,6 +98,14 @@ def beton_path(dataset: str, split: str, root: str | os.PathLike | None = None) 
 def corpus_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """A plain-text corpus materialised from an installed package (``beton_builders/text.py``)."""
     return results_root(root) / "corpora" / f"{name}.txt"
+
+
+def gpt2_bpe_file() -> Path:
+    """GPT-2's BPE ranks file when a command is not given one: ``<data root>/gpt2.tiktoken``, or
+    ``<data root>/../assets/gpt2.tiktoken`` (where the shared test data keeps it); the first
+    when neither exists, for the message that asks for it. Never downloaded."""
+    candidates = [data_root() / GPT2_BPE, data_root().parent / "assets" / GPT2_BPE]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def manifest_path(beton: str | os.PathLike) -> Path:
