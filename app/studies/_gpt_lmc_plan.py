@@ -12,7 +12,7 @@ from lmc.errors import UsageError, UserError
 SCALES = {
     "quick": "TinyGPT (64/4/4, context 8, 65 characters), 4,000 steps per child; pretrained 4,000 steps on "
              "CPython's pydoc topics mapped to Shakespeare's symbols; spawned at k = 100 and 500; "
-             "about 10 min on 2 idle CPU cores",
+             "about 14 min on an idle CPU (one thread; measured 697 s of CPU for the pairs)",
     "paper": "seed 002's CompactGPT (192/6/6, context 64, GPT-2 BPE) from scratch for 10k steps (spawned at "
              "k = 250 and 1,250), and GPT-2 fine-tuned for 300 steps (batch 8 as 2 micro-batches, context "
              "1,024) from --checkpoint, a local Hugging Face GPT-2 folder; a GPU",
