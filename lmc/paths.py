@@ -52,6 +52,10 @@ DEMO_FIGURE = "error_vs_alpha"    # a figure stem: .png, .pdf
 EMERGENCE_TABLE = "emergence"      # a table stem
 EMERGENCE_PAIRS = "pairs.csv"      # every (spawn step, seed pair, split) barrier row
 EMERGENCE_FIGURE = "emergence"     # a figure stem
+GPT_LMC_TABLE = "gpt_lmc"                    # a table stem (`lmc reproduce gpt_lmc`)
+GPT_LMC_FIGURE = "gpt_lmc_loss_vs_alpha"     # a figure stem
+GPT_LMC_CURVES = "curves.parquet"            # every pair's per-α rows, with its row label
+GPT2_BPE = "gpt2.tiktoken"                   # GPT-2's BPE ranks, in tiktoken's format
 
 
 def table_files(stem: str | os.PathLike) -> dict[str, Path]:
@@ -110,6 +114,14 @@ def beton_path(dataset: str, split: str, root: str | os.PathLike | None = None) 
 def corpus_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """A plain-text corpus materialised from an installed package (``beton_builders/text.py``)."""
     return results_root(root) / "corpora" / f"{name}.txt"
+
+
+def gpt2_bpe_file() -> Path:
+    """GPT-2's BPE ranks file when a command is not given one: ``<data root>/gpt2.tiktoken``, or
+    ``<data root>/../assets/gpt2.tiktoken`` (where the shared test data keeps it); the first
+    when neither exists, for the message that asks for it. Never downloaded."""
+    candidates = [data_root() / GPT2_BPE, data_root().parent / "assets" / GPT2_BPE]
+    return next((c for c in candidates if c.is_file()), candidates[0])
 
 
 def manifest_path(beton: str | os.PathLike) -> Path:

@@ -33,10 +33,19 @@ def resolve(spec: str, root=None) -> Path:
     return Path(spec).expanduser()
 
 
+def _is_hf_folder(path: Path) -> bool:
+    """A Hugging Face checkpoint folder: its config.json names a model_type (a run's never does;
+    both folders hold a config.json)."""
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _source_file(spec: str, root, what: str) -> Path:
     """The file behind a spec: a run's final.pt (or its mask), a .pt file; a folder stays a folder."""
     path = resolve(spec, root)
-    if path.is_dir() and (path / paths.CONFIG).exists():  # a run directory
+    if path.is_dir() and (path / paths.CONFIG).exists() and not _is_hf_folder(path):  # a run directory
         path = path / (paths.MASK if what == "mask_from" else paths.FINAL)
     if not path.exists():
         raise InitSourceError(f"{what}={spec!r}: {path} does not exist; train that run first or give the path of "
