@@ -69,13 +69,10 @@ def measure(cfg, steps, seeds: int, root=None, *, device="auto", num_alphas: int
     """Every (spawn step, seed pair, split) barrier row of ``cfg``: each seed pair's parent is
     trained once to all its spawn steps, then two children per step, then their interpolation.
     The data must exist; the steps must fit in the run (``run`` checks both for the command)."""
-    import json
-
     import pandas as pd
 
     from experiments.interpolate import interpolate_runs
     from experiments.training import task_for, train, train_parent
-    from lmc import paths
 
     steps_per_epoch = task_for(cfg, root).steps_per_epoch
     rows = []
@@ -87,12 +84,7 @@ def measure(cfg, steps, seeds: int, root=None, *, device="auto", num_alphas: int
             train_parent(parent, spawned, root, device=device)
         for k in steps:
             runs = [train(child, root, device=device, progress=progress) for child in pair_configs(cfg, index, k)]
-            done = paths.interpolation_dir(paths.interpolation_name(runs[0].name, runs[1].name, num_alphas),
-                                           root) / paths.BARRIERS
-            if done.exists():  # interpolated before (by this command, a sweep or a study): read, not redone
-                bars = pd.DataFrame(json.loads(done.read_text())["barriers"])
-            else:
-                _, bars = interpolate_runs(*runs, num_alphas=num_alphas, root=root, device=device, progress=False)
+            _, bars = interpolate_runs(*runs, num_alphas=num_alphas, root=root, device=device, progress=False)
             rows.append(bars.assign(spawn_step=k, pair=index, epochs_at_spawn=k / steps_per_epoch))
     return pd.concat(rows, ignore_index=True)
 
