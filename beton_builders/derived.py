@@ -37,8 +37,8 @@ def check_options(name: str, options: dict) -> dict:
     """The options with their types checked; unknown keys and impossible values are one line."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise UserError(f"DataSpec {name}: unknown option {unknown[0]!r} for an image dataset; valid: "
-                        f"{', '.join(OPTIONS)}")
+        raise UserError(f"DataSpec {name}: unknown option {unknown[0]!r} for an image dataset (tokenizer, stride, ... "
+                        f"apply to the text builder only); valid: {', '.join(OPTIONS)}")
     size, per_class = options.get("size", 0), options.get("test_per_class", 0)
     for key, value in (("size", size), ("test_per_class", per_class)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
