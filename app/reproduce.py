@@ -101,6 +101,8 @@ def _reproduce(args) -> int:
         study = studies.get(args.artefact)
         if args.scale not in study.SCALES:
             raise UsageError(f"{args.artefact} has scales {', '.join(study.SCALES)}, not {args.scale!r}")
+        if hasattr(study, "check"):  # a missing checkpoint or dataset: refused before anything is written
+            study.check(args)
         check_layout(args.results)
         out = sweep_dir(args.artefact, args.scale, args.results)
         out.mkdir(parents=True, exist_ok=True)

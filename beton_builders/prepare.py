@@ -24,7 +24,9 @@ class DataSpec:
     train_subset: int = 0     # > 0: the first train_subset / num_classes train images of each class
     # Extra builder options as (key, value) pairs, e.g. the text builder's
     # (("tokenizer", "char"), ("stride", 256), ("vocab_from", "shakespeare_char")); a vocab_from
-    # names a dataset under the same results root, whose train .beton must already exist.
+    # names a dataset under the same results root, whose train .beton must already exist. For an
+    # image builder: a dataset derived from its .betons, (("from_split", "test"), ("size", 32),
+    # ("test_per_class", 5)) (beton_builders/derived.py).
     options: tuple = ()
 
     def describe(self) -> str:
@@ -89,8 +91,15 @@ def ensure_dataset(spec, root=None) -> dict[str, Path]:
                     options["vocab_from"] = paths.beton_path(options["vocab_from"], "train", root)
                 get("text").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, root=root,
                                   progress=False, **options)
-            elif spec.options:
-                raise UserError(f"DataSpec {spec.name}: options apply to the text builder only, not {spec.builder}")
+            elif spec.options:  # an image dataset made from another's .betons (shrunk, re-split)
+                from beton_builders import derived
+
+                if spec.train_subset:
+                    raise UserError(f"DataSpec {spec.name}: train_subset and options cannot be combined")
+                options = derived.check_options(spec.name, dict(spec.options))
+                splits = (options["from_split"],) if options["from_split"] else ("train", "test")
+                derived.build(spec.name, spec.builder, beton_builders.ensure(spec.builder, root, src=src,
+                                                                             splits=splits), options, root)
             elif spec.builder == "npz":
                 get("npz").build(paths.beton_dir(spec.name, root), src=src, name=spec.name, progress=False)
             else:

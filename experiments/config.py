@@ -44,6 +44,8 @@ class TrainConfig:
     head_dim: int = param(48, "dimension of each attention head")
     embed_dim: int = param(0, "token width D of attention (0 = 648, the width that gives the paper's 1.08 M parameters)")
     mlp_ratio: float = param(4.0, "vit: hidden width of each block's MLP over the token width")
+    image_size: int = param(0, "vit: resize the images to image_size x image_size inside the model, before the "
+                               "patch embedding (0 = as stored); a ViT-B/16 checkpoint pretrained at 224 needs 224")
     init_scheme: str = param("torch", "initial weights: torch = PyTorch's defaults; kaiming_normal = Kaiming-normal "
                                       "weights (fan-in, ReLU gain) and zero biases on every layer", INIT_SCHEMES)
     init_from: str = param("", "start from these weights instead of the init seed's: a run directory, a .pt file "
@@ -77,7 +79,8 @@ class TrainConfig:
     platon_delta_t: int = param(10, "platon: steps between maskings")
     platon_initial_warmup: float = param(0.1, "platon: fraction of the steps before pruning starts")
     platon_final_warmup: float = param(0.25, "platon: fraction of the steps at the final ratio")
-    mask_from: str = param("", "prune=mask: the run directory (or mask file) whose final mask is kept fixed")
+    mask_from: str = param("", "prune=mask: the run (run:<name> or its directory), mask folder (mask:<name>) "
+                               "or mask file whose mask is kept fixed")
     mask_from_sha256: str = param("", "sha256 of mask_from's mask, filled in by the command line")
     # The three seeds, kept apart (lmc.seeds owns how they are used).
     init_seed: int = param(0, "seed of the initial weights")
@@ -118,6 +121,7 @@ class TrainConfig:
         need(self.eval_train_every >= 0, "eval_train_every", "a non-negative integer")
         need(self.block_size >= 0, "block_size", "a non-negative number of tokens")
         need(self.mlp_ratio > 0, "mlp_ratio", "a positive ratio")
+        need(self.image_size >= 0, "image_size", "a non-negative size in pixels (0 = the data's own)")
         need(self.max_steps >= 0, "max_steps", "a non-negative number of steps (0 = epochs)")
         need(self.warmup_steps >= 0, "warmup_steps", "a non-negative number of steps")
         need(not (self.warmup_steps and self.warmup_epochs), "warmup_steps",

@@ -7,6 +7,7 @@ No other module builds a path by hand: they ask this one. The layout follows the
     <results>/runs/<run-name>/            config.json, metrics.jsonl, checkpoints/, final.pt, ...
     <results>/interpolations/<name>/      curve.csv, curve.parquet, barriers.json
     <results>/aligned/<name>/             a run-like folder: run B permuted to match run A (`lmc align`)
+    <results>/masks/<name>/               a run-like folder: a mask made from a run (magnitude pruning)
     <results>/demo/                       barriers.csv, barriers.md, error_vs_alpha.png
     <results>/reproduce/<grid>/<scale>/   tables, figures, summary of `lmc reproduce`
     <results>/REPRODUCTION.md             `lmc report`
@@ -177,6 +178,21 @@ def aligned_name(run_a: str, run_b: str, seed: int) -> str:
 
 def aligned_run_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return aligned_dir(root) / name
+
+
+def masks_dir(root: str | os.PathLike | None = None) -> Path:
+    return results_root(root) / "masks"
+
+
+def mask_name(run: str, method: str, ratio: float) -> str:
+    """A mask made from a run's final weights by ``method`` (e.g. magnitude) at a remaining ratio."""
+    return f"{run}__{method}-r{ratio:g}"
+
+
+def mask_dir(name: str, root: str | os.PathLike | None = None) -> Path:
+    """A run-like folder holding one mask: config.json (the run it fits), ``MASK``, provenance.json;
+    a config names it as ``mask_from=mask:<name>``."""
+    return masks_dir(root) / name
 
 
 def reproduce_dir(root: str | os.PathLike | None = None) -> Path:

@@ -9,6 +9,8 @@ under the pruned mask. One module per study in this folder, found by name; each 
     def run(args, out: Path) -> int     train what is missing, write tables and figures under
                                         ``out`` (= ``lmc.paths.sweep_dir(name, scale)``) and the
                                         summary ``lmc report`` reads; return the exit code
+    def check(args) -> None             optional: raise a UserError for input that cannot work
+                                        (a missing checkpoint or dataset), before anything is written
 
 ``args`` are ``lmc reproduce``'s (``scale``, ``seeds``, ``jobs``, ``device``, ``results``, ...).
 Every run a study trains is an ordinary run (hash-named, resumable), so a rerun resumes.

@@ -17,7 +17,8 @@ cnn             channels (Co), kernel (= stride, no padding)
 lc_cnn          channels, kernel
 toeplitz_mlp    channels, kernel (hidden width Co*(H/k)*(W/k))
 attention       kernel (patch size), heads, head_dim, embed_dim (None -> 648)
-vit             kernel (patch size), depth (blocks), width (token width), heads, mlp_ratio
+vit             kernel (patch size), depth (blocks), width (token width), heads, mlp_ratio,
+                image_size (0 = the data's; > 0: inputs resized to it inside the model)
 ==============  ==========================================================================
 
 The ``vit`` family uses ViT's own initialisation (truncated normal, std 0.02; ``vit.py``).
@@ -62,7 +63,7 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
         embed_dim=PAPER_EMBED_DIM if hp["embed_dim"] is None else hp["embed_dim"])),
     "vit": lambda shape, classes, hp: ViT(ViTConfig(
         shape, classes, patch=hp["kernel"], depth=hp["depth"], width=hp["width"], heads=hp["heads"],
-        mlp_ratio=hp["mlp_ratio"])),
+        mlp_ratio=hp["mlp_ratio"], image_size=hp["image_size"])),
 }
 # Families of token sequences: built from a vocabulary and a context length instead of an image shape.
 _TEXT_REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -82,7 +83,8 @@ def build_model(name: str, input_shape: tuple[int, int, int] | None = None, num_
                 vocab_size: int | None = None, block_size: int | None = None,
                 depth: int = 2, width: int = 512, slope: float = 0.0, channels: int = 128,
                 kernel: int = 4, heads: int = 8, head_dim: int = 48,
-                embed_dim: int | None = None, mlp_ratio: float = 4.0, init_scheme: str = "torch") -> nn.Module:
+                embed_dim: int | None = None, mlp_ratio: float = 4.0, image_size: int = 0,
+                init_scheme: str = "torch") -> nn.Module:
     """A freshly initialised model of family ``name``: for (C, H, W) images and ``num_classes``,
     or (``gpt``) for a vocabulary of ``vocab_size`` tokens and a context of ``block_size``;
     ``init_scheme`` other than ``torch`` re-draws its weights (``models/init.py``)."""
@@ -107,7 +109,8 @@ def build_model(name: str, input_shape: tuple[int, int, int] | None = None, num_
               kernel=positive_int(kernel, "kernel"), heads=positive_int(heads, "heads"),
               head_dim=positive_int(head_dim, "head_dim"),
               embed_dim=None if embed_dim is None else positive_int(embed_dim, "embed_dim"),
-              mlp_ratio=positive_number(mlp_ratio, "mlp_ratio"))
+              mlp_ratio=positive_number(mlp_ratio, "mlp_ratio"),
+              image_size=positive_int(image_size, "image_size", minimum=0))
     return apply_init(_REGISTRY[name](input_shape, int(num_classes), hp), init_scheme)
 
 

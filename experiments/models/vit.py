@@ -50,12 +50,19 @@ class ViTConfig:
     mlp_ratio: float = 4.0  # MLP hidden width M = mlp_ratio * width (must be a whole number)
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6  # timm's; Hugging Face checkpoints say 1e-12 (hf_vit reads it)
+    # > 0: images are resized (bilinear) to image_size x image_size inside forward, before the
+    # patch embedding: a checkpoint pretrained at 224 (ViT-B/16) keeps its 197 positions on
+    # CIFAR's 32x32 images, as seed 001's ViTImageProcessor did. The input needs no gradient,
+    # so the resize adds no backward pass (whose CUDA kernel is not deterministic).
+    image_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", image_shape(self.input_shape))
         positive_int(self.num_classes, "num_classes", minimum=2)
         positive_int(self.patch, "kernel (the ViT's patch size)")
-        kernel_divides(self.patch, self.input_shape, what="kernel (patch size)")
+        if self.image_size:
+            positive_int(self.image_size, "image_size")
+        kernel_divides(self.patch, self.token_shape, what="kernel (patch size)")
         positive_int(self.depth, "depth (the ViT's number of blocks)")
         positive_int(self.width, "width (the ViT's token width)")
         positive_int(self.heads, "heads")
@@ -75,8 +82,14 @@ class ViTConfig:
             raise ValueError(f"layer_norm_eps must be a small positive float, got {self.layer_norm_eps!r}")
 
     @property
+    def token_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the patch embedding sees (after the resize, if any)."""
+        c, h, w = self.input_shape
+        return (c, self.image_size, self.image_size) if self.image_size else (c, h, w)
+
+    @property
     def num_patches(self) -> int:
-        _, h, w = self.input_shape
+        _, h, w = self.token_shape
         return (h // self.patch) * (w // self.patch)
 
     @property
@@ -179,6 +192,9 @@ class ViT(nn.Module):
         return tuple(f"blocks.{i}.{m}.weight" for i in range(self.config.depth) for m in PRUNABLE_IN_BLOCK)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.config.image_size
+        if size and tuple(x.shape[-2:]) != (size, size):
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, P, D)
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
         for block in self.blocks:

@@ -19,7 +19,8 @@ def build_model(cfg: TrainConfig, input_shape=None, num_classes: int | None = No
         torch.manual_seed(seeds.init_seed_for_torch(cfg.init_seed))
         return build(cfg.model, input_shape, num_classes, vocab_size=vocab_size, block_size=block_size,
                      depth=cfg.depth, width=cfg.width, slope=cfg.slope, channels=cfg.channels, kernel=cfg.kernel, heads=cfg.heads, head_dim=cfg.head_dim,
-                     embed_dim=cfg.embed_dim or None, mlp_ratio=cfg.mlp_ratio, init_scheme=cfg.init_scheme)
+                     embed_dim=cfg.embed_dim or None, mlp_ratio=cfg.mlp_ratio, image_size=cfg.image_size,
+                     init_scheme=cfg.init_scheme)
 
 
 def initial_model(cfg: TrainConfig, task, root=None) -> tuple[torch.nn.Module, dict]:

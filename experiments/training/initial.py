@@ -1,9 +1,10 @@
 """Starting points other than the init seed: weights to fine-tune from, masks to train under.
 
 ``init_from`` and ``mask_from`` name a run (``run:<run-name>`` under the results root, or a run
-directory), a ``.pt`` file, or (``init_from`` only) a local Hugging Face folder (a ViT or a
-GPT-2). The command line pins each to the sha256 of its *content* (``pin``), which is part of
-the run's config and so of its name: a run trained from other weights is another run, and a
+directory), a ``.pt`` file, a mask folder (``mask:<name>`` under ``<results>/masks``;
+``mask_from`` only) or (``init_from`` only) a local Hugging Face folder (a ViT or a GPT-2). The
+command line pins each to the sha256 of its *content* (``pin``), which is part of the run's
+config and so of its name: a run trained from other weights is another run, and a
 checkpoint that changed after the config named it is refused rather than silently used.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lmc.errors import UserError
 from lmc.io import sha256_file
 
 RUN_PREFIX = "run:"
+MASK_PREFIX = "mask:"  # a mask folder under <results>/masks (lmc.paths.mask_dir), e.g. a magnitude mask
 
 
 class InitSourceError(UserError):
@@ -30,6 +32,8 @@ class InitSourceError(UserError):
 def resolve(spec: str, root=None) -> Path:
     if spec.startswith(RUN_PREFIX):
         return paths.run_dir(spec[len(RUN_PREFIX):], root)
+    if spec.startswith(MASK_PREFIX):
+        return paths.mask_dir(spec[len(MASK_PREFIX):], root)
     return Path(spec).expanduser()
 
 

@@ -119,8 +119,7 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
                   stop_after_epochs: int | None, allow_device_change: bool) -> None:
     from lmc.provenance import provenance
 
-    run = rundir.prepare(cfg, root)
-    rundir.remove_stale_tmp(run)
+    run = paths.run_dir(cfg.run_name(), root)
     set_deterministic()
     model = build_model(cfg, **task.model_args)
     resume = checkpoints.latest_good(run, rundir.warn)
@@ -132,6 +131,10 @@ def _train_locked(cfg: TrainConfig, task, root, device: torch.device, total_step
     model.to(device)
     state = TrainState(model, build_optimizer(cfg, model))
     hooks = hooks_for(cfg, model, total_steps, root)
+    # Only now, when the checkpoint has loaded and the hooks accepted the model (PLATON needs
+    # prunable matrices), is the run directory written: refused input leaves none behind.
+    rundir.prepare(cfg, root)
+    rundir.remove_stale_tmp(run)
     if resume is not None:
         check_device(run, resume, device, allow_device_change)
         check_numerics(run, resume)
