@@ -95,6 +95,8 @@ class TrainConfig:
     eval_train_every: int = param(0, "evaluate on the whole clean train split every N epochs (0 = last epoch only)")
 
     def __post_init__(self):
+        cfglib.coerce_numbers(self)
+
         def need(cond: bool, key: str, expected: str):
             if not cond:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")

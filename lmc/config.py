@@ -100,6 +100,17 @@ def _check_type(value, tp, name: str):
     return value
 
 
+def coerce_numbers(cfg) -> None:
+    """Store an int given for a float field as a float, in place (call from ``__post_init__``):
+    ``warmup_epochs=1`` and ``warmup_epochs=1.0`` are one config, and must have one name. Without
+    this the constructor kept the int, while a config read back from its JSON (or passed through
+    ``replace``) holds the float: the same run trained twice under two names."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, int) and not isinstance(value, bool) and _field_type(type(cfg), f) is float:
+            object.__setattr__(cfg, f.name, float(value))
+
+
 def _check_choices(cfg_cls, name: str, value):
     field = {f.name: f for f in dataclasses.fields(cfg_cls)}[name]
     choices = field.metadata.get("choices")

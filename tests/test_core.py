@@ -44,6 +44,19 @@ def test_config_round_trip_and_hash():
     assert from_dict(TrainConfig, {"lr": 0.005}).lr == 0.005
 
 
+def test_an_int_for_a_float_field_is_the_same_config_with_the_same_name():
+    """TrainConfig(warmup_epochs=1) once kept the int, while its JSON read back held 1.0: one run,
+    two names, trained twice."""
+    from experiments.config import TrainConfig
+    from lmc.config import replace
+
+    given = TrainConfig(warmup_epochs=1, epochs=4, lr=1)
+    assert type(given.warmup_epochs) is float and type(given.lr) is float and type(given.epochs) is int
+    same = [TrainConfig(warmup_epochs=1.0, epochs=4, lr=1.0), from_dict(TrainConfig, to_dict(given)),
+            replace(TrainConfig(epochs=4, lr=1.0), warmup_epochs=1)]
+    assert {c.run_name() for c in same} == {given.run_name()}
+
+
 def test_model_names_match_the_registry():
     from experiments.config import MODEL_NAMES
     from experiments.models import MODEL_NAMES as REGISTRY
