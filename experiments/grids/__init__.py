@@ -35,7 +35,8 @@ SCALES = ("paper", "quick")
 ARTEFACTS = {
     "table1": "table1.toml", "table2": "table2.toml", "table3": "table3.toml", "table4": "figure3.toml",
     "figure1": "figure1.toml", "figure2": "figure2.toml", "figure3": "figure3.toml", "figure5": "figure5.toml",
-    "ablation_table2": "ablation_table2.toml", "alignment": "alignment.toml",
+    "ablation_table2": "ablation_table2.toml", "ablation_confirm": "ablation_confirm.toml",
+    "alignment": "alignment.toml",
 }
 # How a cell's two children relate: one init and two noises (the paper's LMC pairs), or two
 # inits, aligned by weight matching after interpolation (experiments.align; app.sweep).
