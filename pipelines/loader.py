@@ -175,7 +175,30 @@ class _SeededEpoch(EpochIterator):
             self.join(timeout=0.05)
 
 
-class SeededLoader:
+class EpochOrder:
+    """What every seeded FFCV loader here shares: batches per epoch, an epoch's sample order (a
+    pure function of the order seed and the epoch) and its batches. Subclasses set
+    ``num_samples``, ``batch_size``, ``drop_last`` and ``_ffcv``, and define ``_batches``."""
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The dataset indices of epoch ``epoch``, in loader order (int64)."""
+        epoch = _check_int(epoch, "epoch", 0)
+        order = self._ffcv.traversal_order.sample_order(epoch)
+        return np.asarray(order[: len(self) * self.batch_size], dtype=np.int64)
+
+    def iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The batches of epoch ``epoch``: a pure function of (seeds, epoch)."""
+        order = self.order(epoch)
+        return self._batches(int(epoch), order)
+
+
+class SeededLoader(EpochOrder):
     """Batches ``(images, labels, indices)`` of a .beton; build it with :func:`make_loader`."""
 
     def __init__(self, beton: Path, manifest: dict, *, batch_size: int, order_seed: int | None, aug_seed: int,
@@ -221,23 +244,6 @@ class SeededLoader:
                                 pipelines=pipelines, drop_last=drop_last)
         self._epoch_nodes = [node.id for node in self._ffcv.graph.nodes
                              if isinstance(getattr(node, "operation", None), SeededAugment)]
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The dataset indices of epoch ``epoch``, in loader order (int64)."""
-        epoch = _check_int(epoch, "epoch", 0)
-        order = self._ffcv.traversal_order.sample_order(epoch)
-        return np.asarray(order[: len(self) * self.batch_size], dtype=np.int64)
-
-    def iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The batches of epoch ``epoch``: a pure function of (seeds, epoch)."""
-        order = self.order(epoch)
-        return self._batches(int(epoch), order)
 
     def _batches(self, epoch: int, order: np.ndarray):
         # The epoch's indices and labels reach the device once per epoch, and each batch's are

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from lmc import seeds
 from lmc.config import ConfigError
 from lmc.ffcv_compat import import_ffcv, keep_threads
 from lmc.manifest import ManifestError, load_verified, manifest_kind, token_stream
-from pipelines.loader import _check_device, _check_int, _check_seed, _SeededEpoch, default_workers
+from pipelines.loader import EpochOrder, _check_device, _check_int, _check_seed, _SeededEpoch, default_workers
 from pipelines.ops import EPOCH_DTYPE, gather_raw
 
 import_ffcv()
@@ -122,7 +122,7 @@ def _token_manifest(beton) -> dict:
     return manifest
 
 
-class TextLoader:
+class TextLoader(EpochOrder):
     """Batches ``(x, y, indices)`` of a token .beton; build it with :func:`make_text_loader`."""
 
     def __init__(self, beton: Path, manifest: dict, *, batch_size: int, block_size: int, order_seed: int,
@@ -143,23 +143,6 @@ class TextLoader:
                                 pipelines=pipelines, drop_last=drop_last)
         self._epoch_nodes = [node.id for node in self._ffcv.graph.nodes
                              if isinstance(getattr(node, "operation", None), SeededWindow)]
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The stored samples of epoch ``epoch``, in loader order (int64)."""
-        epoch = _check_int(epoch, "epoch", 0)
-        order = self._ffcv.traversal_order.sample_order(epoch)
-        return np.asarray(order[: len(self) * self.batch_size], dtype=np.int64)
-
-    def iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """The batches of epoch ``epoch``: a pure function of (seeds, epoch)."""
-        order = self.order(epoch)
-        return self._batches(int(epoch), order)
 
     def _batches(self, epoch: int, order: np.ndarray):
         order_t = torch.from_numpy(order.copy())
