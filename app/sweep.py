@@ -142,7 +142,7 @@ def _run_locked(task: dict, root, events: Path | None) -> dict:
     return record
 
 
-def _set_threads(threads: int) -> None:
+def worker_setup(threads: int) -> None:
     """The numerics profile first (a submitit job is a fresh interpreter: the profile goes in
     before torch loads; a no-op where the parent's environment already carries it), then the
     thread pools sized to this worker's share."""
@@ -164,7 +164,7 @@ def _set_threads(threads: int) -> None:
 
 def run_tasks(tasks: list[dict], root=None, threads: int = 0, events: str | None = None) -> list[dict]:
     """Worker entry point (pool, submitit): every task of the list, skipping busy pairs at first."""
-    _set_threads(threads)
+    worker_setup(threads)
     events_path = Path(events) if events else None
     done, deferred = [], []
     for task in tasks:
@@ -234,7 +234,7 @@ def run_batches(batches: list[dict], root=None, threads: int = 0, events: str | 
     """Worker entry point (pool, submitit): train each batch's runs as replicas of one network."""
     from experiments.training import train_replicas
 
-    _set_threads(threads)
+    worker_setup(threads)
     out = []
     for batch in batches:
         t0 = time.perf_counter()
@@ -285,7 +285,7 @@ def execute(tasks: list[dict], root=None, *, executor: str = "local", jobs: int 
     batches = plan_batches(tasks, replicas, executor)
     batch_records = _run(run_batches, batches, root, executor, jobs, events, slurm, log, _batch_failed,
                          _batch_progress) if batches else []
-    records = _run(run_tasks, tasks, root, executor, jobs, events, slurm, log, _task_failed, _progress)
+    records = _run(run_tasks, tasks, root, executor, jobs, events, slurm, log, task_failed, progress_line)
     # A run trained in a batch counts as trained by this sweep, under the pair it belongs to.
     by_batch = {name for record in batch_records for name in record.get("trained", [])}
     for record in records:
@@ -323,15 +323,15 @@ def _run(worker, items: list[dict], root: str, executor: str, jobs: int, events:
                 out.append(failed(futures[future], f"worker died: {type(exc).__name__}: {exc}"))
             log(progress(out[-1], len(out), n))
     finally:
-        _close_pool(pool)
+        close_pool(pool)
     return out
 
 
-def _task_failed(task: dict, error: str) -> dict:
+def task_failed(task: dict, error: str) -> dict:
     return {"cell": task["cell"], "pair": task["pair"], "status": "failed", "trained": [], "error": error}
 
 
-def _close_pool(pool, grace_s: float = 30.0) -> None:
+def close_pool(pool, grace_s: float = 30.0) -> None:
     """Shut the pool down without waiting forever: a worker kept alive after its last task by a
     library thread (seen once with a loader thread spinning at exit) must not hang the sweep,
     whose results are all on disk by then."""
@@ -375,7 +375,7 @@ def _submitit(worker, items, root, executor, jobs, events, slurm, log, failed, p
     return out
 
 
-def _progress(record: dict, i: int, n: int) -> str:
+def progress_line(record: dict, i: int, n: int) -> str:
     if record["status"] != "ok":
         return f"[sweep] {i}/{n} FAILED {record['cell']} pair {record['pair']}: {record.get('error')}"
     what = f"trained {len(record['trained'])} run(s)" if record["trained"] else "runs cached"

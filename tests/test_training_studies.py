@@ -161,6 +161,34 @@ def test_init_from_is_pinned_by_content(mnist_small, results_root, tmp_path):
         pin(small_config(init_from=str(tmp_path / "missing.pt")), results_root)
 
 
+def test_the_pin_is_the_weights_not_the_file_so_equal_weights_name_equal_runs(mnist_small, results_root, tmp_path):
+    """Two processes (or machines) that train the same source save the same weights in files whose
+    other bytes may differ (torch's archive name, the numerics record); the pin, and so the run
+    name, must only see the weights. A pin of the file's bytes, as runs made before carry, still resumes."""
+    from experiments.training import checkpoints, train
+    from experiments.training.initial import pin
+    from lmc.config import replace
+    from lmc.io import sha256_file
+
+    source = train(small_config(epochs=1, order_seed=11), results_root, progress=False)
+    cfg = pin(small_config(init_from=f"run:{source.name}", order_seed=12), results_root)
+    state = final_state(source)
+    # Our writer gives equal bytes for equal states wherever the file goes (no temporary name inside).
+    checkpoints.save(tmp_path / "a.pt", {"model": state})
+    checkpoints.save(tmp_path / "elsewhere.pt", {"model": state})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "elsewhere.pt").read_bytes()
+    # Same weights under other metadata, written by plain torch.save: the same pin.
+    torch.save({"model": state, "epoch": 99, "numerics": {"cpu": "another"}}, tmp_path / "b.pt")
+    torch.save(state, tmp_path / "c.pt")
+    for other in ("b.pt", "c.pt"):
+        assert pin(small_config(init_from=str(tmp_path / other), order_seed=12)).init_from_sha256 == cfg.init_from_sha256
+    state["0.weight" if "0.weight" in state else next(iter(state))] += 1e-6
+    torch.save(state, tmp_path / "c.pt")
+    assert pin(small_config(init_from=str(tmp_path / "c.pt"), order_seed=12)).init_from_sha256 != cfg.init_from_sha256
+    legacy = replace(cfg, init_from_sha256=sha256_file(source / paths.FINAL))
+    assert (train(legacy, results_root, progress=False) / paths.DONE).exists()
+
+
 def test_platon_prunes_to_the_exact_ratio_resumes_bitwise_and_leaves_its_mask(cifar_small, results_root, tmp_path):
     from experiments.pruning.masks import Mask
     from experiments.training import checkpoints, train

@@ -110,6 +110,33 @@ def test_vit_lmc_end_to_end_then_a_rerun_trains_nothing(tiny_scale, study_root, 
     assert "ViT fine-tuning pairs (seed 001)" in paths.report_path(tmp_path).read_text()
 
 
+def test_vit_lmc_with_two_workers_overlaps_the_pretraining_and_gives_the_same_runs(tiny_scale, study_root,
+                                                                                    tmp_path, monkeypatch, capsys):
+    """--jobs 2: the random init's pairs and emergence train while the pretraining does (separate
+    worker processes), the pretrained pairs after it; every run, barrier and table cell is the
+    plain schedule's, bit for bit."""
+    import pandas as pd
+
+    from experiments.interpolate import load_final
+
+    plain = paths.sweep_dir("vit_lmc", "quick", study_root)
+    if not (plain / "vit_lmc.csv").exists():
+        assert reproduce("vit_lmc", study_root, monkeypatch, tiny_scale) == 0
+    assert reproduce("vit_lmc", tmp_path, monkeypatch, tiny_scale, extra=("--jobs", "2")) == 0
+    assert "2 workers: pretraining, and meanwhile the random init's pairs and emergence" in capsys.readouterr().out
+    out = paths.sweep_dir("vit_lmc", "quick", tmp_path)
+    assert _runs(tmp_path) == _runs(study_root)
+    finished = {p.parent.name for p in paths.runs_dir(tmp_path).glob(f"*/{paths.FINAL}")}
+    assert len(finished) == 1 + 4 + 2  # pretraining, two pairs, the emergence children (the parent has no final)
+    for name in finished:
+        assert state_equal(load_final(paths.run_dir(name, tmp_path))[1], load_final(paths.run_dir(name, study_root))[1])
+    pd.testing.assert_frame_equal(pd.read_csv(out / "vit_lmc.csv"), pd.read_csv(plain / "vit_lmc.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "emergence" / "emergence.csv"),
+                                  pd.read_csv(plain / "emergence" / "emergence.csv"))
+    assert ([t["cell"] for t in json.loads((out / paths.SWEEP_PLAN).read_text())["tasks"]]
+            == [t["cell"] for t in json.loads((plain / paths.SWEEP_PLAN).read_text())["tasks"]])
+
+
 def test_vit_prune_end_to_end_masks_hold_then_a_rerun_trains_nothing(tiny_scale, study_root, monkeypatch):
     import pandas as pd
 

@@ -31,7 +31,14 @@ DamagedCheckpoint = DamagedFileError
 
 def save(path: Path, state: dict) -> None:
     """Write ``state`` atomically with its checksum trailer."""
-    write_checked(path, lambda tmp: torch.save(state, tmp))
+    write_checked(path, lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict, tmp: Path) -> None:
+    # Through a file object: given a path, torch names the archive inside the zip after the file,
+    # here a random temporary name, so equal states would give different bytes.
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load(path: Path) -> dict:

@@ -58,10 +58,36 @@ def _source_file(spec: str, root, what: str) -> Path:
 
 
 def content_sha256(spec: str, root=None, what: str = "init_from") -> str:
+    """The sha256 of what the run takes from ``spec``: a checkpoint file's weights (``init_from``)
+    or keep-masks (``mask_from``), tensor by tensor, so that the same weights give the same hash
+    (and the run the same name) whichever process or machine saved them; a Hugging Face folder's
+    files as they are."""
     from experiments.models.hf_vit import checkpoint_sha256
 
     path = _source_file(spec, root, what)
-    return checkpoint_sha256(path) if path.is_dir() else sha256_file(path)
+    if path.is_dir():
+        return checkpoint_sha256(path)
+    state = _load_any(path) if what == "mask_from" else _load_state(path)
+    state = state.get("keep") if what == "mask_from" and isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise InitSourceError(f"{what}={spec!r}: {path} holds no {'keep-masks' if what == 'mask_from' else 'state_dict'}; "
+                              f"give a run, a mask folder or a checkpoint written by this toolkit or torch.save")
+    return tensors_sha256(state)
+
+
+def tensors_sha256(state: dict) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a state's tensors, in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        if not isinstance(state[name], torch.Tensor):
+            digest.update(f"{name}\0{state[name]!r}\0".encode())
+            continue
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def pin(cfg: TrainConfig, root=None) -> TrainConfig:
@@ -77,7 +103,8 @@ def pin(cfg: TrainConfig, root=None) -> TrainConfig:
 def _check_pinned(cfg: TrainConfig, what: str, root) -> Path:
     spec, pinned = getattr(cfg, what), getattr(cfg, f"{what}_sha256")
     path = _source_file(spec, root, what)
-    if pinned and content_sha256(spec, root, what) != pinned:
+    # A pin of the whole file's bytes (before 2026-12) is honoured for the runs that carry one.
+    if pinned and content_sha256(spec, root, what) != pinned and (path.is_dir() or sha256_file(path) != pinned):
         raise InitSourceError(f"{what}={spec!r} changed since this run's config named it (sha256 {pinned[:12]}…); "
                               f"restore it, or start a new run (the command line pins the new content)")
     return path
