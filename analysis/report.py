@@ -25,9 +25,27 @@ ORDER = ("table1", "table2", "table3", "table4", "figure1", "figure2", "figure3"
 
 
 def build_outputs(layout: str, axes: list[str], outputs: list[str], df: pd.DataFrame, curves: pd.DataFrame,
-                  out: Path, intervals: bool = False) -> tuple[list[Table], list[Path]]:
+                  out: Path, intervals: bool = False, known_gaps: dict | None = None) -> tuple[list[Table], list[Path]]:
     """The tables and figures of one sweep, by the grid's layout; ``intervals``: 95% bootstrap
-    intervals over the seed pairs in every barrier table (needs two or more pairs per cell)."""
+    intervals over the seed pairs in every barrier table (needs two or more pairs per cell);
+    ``known_gaps``: cell -> the likely reason, added to the note of a cell that lands off the paper."""
+    tables, figs = _tables_and_figures(layout, axes, outputs, df, curves, out, intervals)
+    for table in tables:
+        table.notes[:] = [with_reason(note, known_gaps or {}) for note in table.notes]
+    return tables, figs
+
+
+def with_reason(note: str, known_gaps: dict) -> str:
+    """A note on a cell off the paper ("<cell> (<split>): ours ... other side / outside a factor
+    of 2 ..."), with the grid's likely reason for that cell appended."""
+    if "other side of the 2% line" not in note and "outside a factor of 2" not in note:
+        return note
+    cell = note.split(": ", 1)[0].rsplit(" (", 1)[0]
+    return f"{note}; likely: {known_gaps[cell]}" if cell in known_gaps else note
+
+
+def _tables_and_figures(layout: str, axes: list[str], outputs: list[str], df: pd.DataFrame, curves: pd.DataFrame,
+                        out: Path, intervals: bool) -> tuple[list[Table], list[Path]]:
     tables, figs = [], []
     if layout == "table1":
         tables.append(artefacts.table1(df, intervals))

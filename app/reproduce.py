@@ -182,7 +182,7 @@ def _sweep(grid, out: Path, args, t0: float) -> int:
     curves = artefacts.collect_curves(tasks, args.results)
     intervals = args.seeds >= 2  # every barrier cell gets a bootstrap interval over its pairs
     tables, figs = report.build_outputs(grid.layout, list(grid.axes), list(grid.outputs), df, curves, out,
-                                        intervals=intervals)
+                                        intervals=intervals, known_gaps=grid.known_gaps)
     written = {}
     legend = "ours ± std across pairs, 95% bootstrap CI [paper]" if intervals else "ours ± std across pairs [paper]"
     for table in tables:

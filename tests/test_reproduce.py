@@ -96,7 +96,7 @@ def test_every_grid_loads_at_both_scales_and_matches_the_papers_labels():
     batches = {(dict(c.labels)["rows"].split("BS=")[1], c.config.optimizer): c.config.batch_size for c in quick.cells}
     assert batches == {("30K", "sgd"): 30000, ("30K", "adam"): 30000, ("1024", "sgd"): 1024, ("1024", "adam"): 128}
     # The issue's acceptance: Tables 1 and 2 at the quick scale run on full MNIST.
-    assert quick.datasets() == ["mnist"] and {c.config.epochs for c in quick.cells} == {20}
+    assert quick.datasets() == ["mnist"] and {c.config.epochs for c in quick.cells} == {20, 40}
     t2 = load_grid("table2", "quick")
     assert t2.datasets() == ["mnist"] and {c.config.warmup_epochs for c in t2.cells} == {0.0, 1.0}
     for cell in t2.cells:
@@ -219,6 +219,33 @@ def test_table1_layout_with_the_paper_beside_ours_and_the_2pct_line():
     # 2-Layer ADAM: ours 3.0% is not connected, the paper's 1.30% is: the report must say so.
     assert any("2-Layer, BS=1024 / ADAM 0.005 (test)" in n and "other side" in n for n in t.notes)
     assert not any("SGD 0.1" in n for n in t.notes)
+
+
+def test_a_grids_known_gaps_give_the_likely_reason_beside_a_cell_off_the_paper(tmp_path):
+    """``[scales.<s>.known_gaps]``: the reason goes on the note of a listed cell that lands off
+    the paper, not on a listed cell that lands on its side, nor on unlisted cells; a key that is
+    no cell of the grid is refused (a typo would silently never print)."""
+    from analysis.report import build_outputs
+    from experiments.grids import load_grid
+    from lmc.config import ConfigError
+
+    df = _rows([({"rows": "2-Layer, BS=1024", "columns": "ADAM 0.005"}, 0, 3.0),
+                ({"rows": "8-Layer, BS=1024", "columns": "ADAM 0.001"}, 0, 0.3),
+                ({"rows": "4-Layer, BS=1024", "columns": "ADAM 0.005"}, 0, 40.0)])
+    gaps = {"2-Layer, BS=1024 / ADAM 0.005": "too many ADAM steps", "4-Layer, BS=1024 / ADAM 0.005": "never shown"}
+    (t,), _ = build_outputs("table1", ["rows", "columns"], ["table1"], df, pd.DataFrame(), tmp_path, known_gaps=gaps)
+    off = [n for n in t.notes if n.startswith("2-Layer, BS=1024 / ADAM 0.005 (")]
+    assert len(off) == 2 and all(n.endswith("; likely: too many ADAM steps") for n in off)
+    assert not any("never shown" in n for n in t.notes)
+    assert any(n.startswith("8-Layer, BS=1024 / ADAM 0.001 (") and "likely" not in n for n in t.notes)
+
+    grid = TINY.format(extra="").replace('notes = "two epochs on 600 real digits"',
+                                         'notes = "two epochs on 600 real digits"\nknown_gaps = {{ "ADAM up" = "x" }}')
+    (tmp_path / "gaps.toml").write_text(grid.replace("{{", "{").replace("}}", "}"))
+    with pytest.raises(ConfigError, match=re.escape("['ADAM up'] is not a cell of this grid")):
+        load_grid(str(tmp_path / "gaps.toml"), "quick")
+    (tmp_path / "gaps.toml").write_text(grid.replace("{{", "{").replace("}}", "}").replace("ADAM up", "ADAM ↑lr"))
+    assert load_grid(str(tmp_path / "gaps.toml"), "quick").known_gaps == {"ADAM ↑lr": "x"}
 
 
 def test_table2_and_table4_layouts():

@@ -45,7 +45,7 @@ PAIRINGS = ("same_init", "different_init")
 SEED_KEYS = ("init_seed", "order_seed", "aug_seed", "parent_order_seed", "parent_aug_seed", "replicate")
 _TOP_KEYS = {"artefact", "title", "layout", "axes", "outputs", "kind", "base", "scales", "counts", "num_alphas",
              "pairing"}
-_SCALE_KEYS = {"notes", "config", "data", "batch_sizes"}
+_SCALE_KEYS = {"notes", "config", "data", "batch_sizes", "known_gaps"}
 _DATA_KEYS = {"name", "builder", "src", "train_subset"}
 _ENTRY_KEYS = {"label", "only", *SCALES}
 # Axis names become columns of the result tables beside the config's and the barriers' columns.
@@ -78,6 +78,9 @@ class Grid:
     kind: str = "pairs"                           # "pairs" (train + interpolate) or "counts"
     counts: dict = field(default_factory=dict)
     num_alphas: int = 11
+    # cell ("row label / column label") -> the likely reason it lands off the paper (measured, in
+    # the grid's notes or docs); `lmc reproduce` and `lmc report` print it beside such a cell.
+    known_gaps: dict = field(default_factory=dict)
     pairing: str = "same_init"                    # one of PAIRINGS
 
     def datasets(self) -> list[str]:
@@ -220,7 +223,15 @@ def load_grid(artefact: str, scale: str, overrides: tuple[str, ...] = ()) -> Gri
     if pairing == "different_init" and raw["layout"] != "alignment":
         # Its pairs have a barrier before and after alignment: only that layout keeps them apart.
         raise ConfigError(f"{path}: pairing='different_init' needs layout='alignment', got {raw['layout']!r}")
-    return Grid(**common, axes=axes, cells=tuple(cells), data=data, num_alphas=num_alphas, pairing=pairing)
+    gaps = sc.get("known_gaps", {})
+    names = {" / ".join(label for _, label in c.labels) for c in cells}
+    unknown = sorted(k for k in gaps if k not in names)
+    if unknown or not all(isinstance(v, str) for v in gaps.values()):
+        raise ConfigError(f"{path} [scales.{scale}.known_gaps]: {unknown or 'a value'} is not a cell of this grid "
+                          f"with a string reason; keys are the cell's labels joined by ' / ', e.g. "
+                          f"{next(iter(sorted(names)))!r}")
+    return Grid(**common, axes=axes, cells=tuple(cells), data=data, num_alphas=num_alphas, pairing=pairing,
+                known_gaps=dict(gaps))
 
 
 def pair_seeds(index: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
