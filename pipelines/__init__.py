@@ -14,7 +14,13 @@ _LAZY = {
     "make_text_loader": "pipelines.text", "eval_windows": "pipelines.text", "load_tokens": "pipelines.text",
 }
 
-__all__ = ["AUGMENTATIONS", "AugmentConfig", "get_augmentation", *_LAZY]
+__all__ = ["AUGMENTATIONS", "AugmentConfig", "batches_per_epoch", "get_augmentation", *_LAZY]
+
+
+def batches_per_epoch(num_samples: int, batch_size: int, drop_last: bool = False) -> int:
+    """Batches in one epoch of every loader here (image, replica, text): the last one is short
+    unless ``drop_last``. Cheap, so a trainer can know its steps without building a loader."""
+    return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
 
 
 def __getattr__(name):

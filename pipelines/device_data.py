@@ -28,6 +28,7 @@ from lmc.config import ConfigError
 from lmc.manifest import load_verified
 from pipelines.augment import AugmentConfig, augmentation_name, get_augmentation
 from pipelines.device_augment import augment_on_device
+from pipelines import batches_per_epoch
 from pipelines.loader import _check_device, _check_int, _check_seed, load_split
 from pipelines.normalization import manifest_stats, normalize_with
 
@@ -73,9 +74,7 @@ class ReplicaLoader:
 
     def __len__(self) -> int:
         """Steps (batches) per epoch."""
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
 
     def order(self, epoch: int) -> np.ndarray:
         """Each replica's indices of epoch ``epoch`` in loader order: int64 (R, samples per epoch)."""

@@ -26,6 +26,7 @@ import torch
 from lmc.manifest import ManifestError, field_names, load_verified, manifest_kind
 from lmc import seeds
 from lmc.config import ConfigError
+from pipelines import batches_per_epoch
 from pipelines.augment import AugmentConfig, get_augmentation
 from lmc.ffcv_compat import import_ffcv, keep_threads
 
@@ -182,9 +183,7 @@ class EpochOrder:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
 
     def order(self, epoch: int) -> np.ndarray:
         """The dataset indices of epoch ``epoch``, in loader order (int64)."""

@@ -72,6 +72,19 @@ def state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run many small ops: one torch thread avoids contention on a busy CPU (the
+    pinned numerics profile sets one already; this also holds under LMC_NUMERICS=native).
+    Opt in per module: ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

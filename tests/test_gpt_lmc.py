@@ -16,13 +16,7 @@ ROWS = ["from scratch", "spawned at k = 1", "spawned at k = 5", "fine-tuned (pre
 COLUMNS = [f"{m}, {s}" for m in ("loss barrier", "token-error barrier %", "endpoint loss") for s in ("test", "train")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny transformers run many small ops: one thread avoids contention on shared CPUs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

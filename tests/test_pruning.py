@@ -18,13 +18,7 @@ from experiments.pruning import (Mask, MaskHook, Platon, PlatonConfig, PruningEr
 TINY = ViTConfig((3, 8, 8), 4, patch=4, depth=2, width=8, heads=2)  # 2 x (4*8*8 + 2*8*32) = 1536 prunable
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass

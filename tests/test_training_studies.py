@@ -14,13 +14,7 @@ from conftest import small_config, state_equal
 from lmc import paths
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny transformers run many small ops: one thread avoids contention on shared CPUs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

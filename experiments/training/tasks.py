@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from experiments.config import TrainConfig
 from lmc import paths
 from lmc.errors import UserError
+from pipelines import batches_per_epoch
 
 SPLITS = ("train", "test")
 
@@ -75,7 +76,7 @@ class ImageClassification:
     @property
     def steps_per_epoch(self) -> int:
         """Batches per epoch (the last one may be short), known without building the loader."""
-        return -(-int(self.manifest["num_samples"]) // self.cfg.batch_size)
+        return batches_per_epoch(int(self.manifest["num_samples"]), self.cfg.batch_size)
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y, _ in self.loader.iter_epoch(epoch):
